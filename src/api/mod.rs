@@ -1,0 +1,3 @@
+//! Pure helpers shared by every part of klab (no I/O), mirroring k8s.io/apimachinery's utils.
+
+pub mod duration;

@@ -1,0 +1,1 @@
+//! Kubeconfig loading and resolution, as client-go clientcmd does it.

@@ -1,0 +1,33 @@
+//! klab: a small, readable Kubernetes and the tools a workshop needs to look inside one.
+//!
+//! # Crate map
+//!
+//! Every boundary speaks the real protocol (Kubernetes REST, etcd v3 gRPC, CRI, iptables), so
+//! each part can be swapped for its upstream counterpart and every tool also works on a real
+//! cluster. The modules, outside in:
+//!
+//! - [`cli`]: clap definitions and the multi-call argv mapping; no logic.
+//! - [`tools`]: what a learner runs (`certs`, `ps`, …). Tools look from the outside: they read
+//!   kubeconfigs, certificates, `/proc` and the API, never a component's internals.
+//! - [`kubeconfig`]: loading, merging and resolving kubeconfigs the way kubectl does.
+//! - [`pki`]: reading X.509 certificates and private keys and saying what they mean to the
+//!   API server (user, groups, chain, expiry).
+//! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
+//!
+//! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
+//! this map, with the invariants that hold between the modules.
+
+pub mod api;
+pub mod cli;
+pub mod kubeconfig;
+pub mod pki;
+pub mod tools;
+
+/// Runs one parsed command line. The only place where library errors become `anyhow` errors.
+pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
+        cli::Command::Ps(args) => tools::ps::run(args, &mut out),
+    }
+}
