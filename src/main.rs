@@ -13,10 +13,19 @@ fn main() -> ExitCode {
     let cli = klab::cli::Cli::parse_from(argv);
     match klab::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: what failed, then each cause, `a: b: c`, as kubectl and curl print.
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `klab ps | head` closes the pipe early; like other Unix tools, stop quietly.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -7,33 +7,57 @@ use serde::Serialize;
 use crate::cli::OutputFormat;
 
 /// Writes rows as kubectl does: left-aligned columns, three spaces apart, no trailing spaces.
+/// A cell may hold several lines (see [`wrap`]); its row then grows downwards.
 pub fn write_table<W: Write + ?Sized>(
     out: &mut W,
     header: &[&str],
     rows: &[Vec<String>],
 ) -> io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut widths: Vec<usize> = vec![0; header.len()];
+    for row in std::iter::once(&header).chain(rows) {
+        for (i, cell) in row.iter().enumerate().take(widths.len()) {
+            let w = cell.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+            widths[i] = widths[i].max(w);
         }
     }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                let pad = widths.get(i).copied().unwrap_or(0);
-                line.push_str(&format!("{cell:<pad$}   "));
-            } else {
-                line.push_str(cell);
+        let cells: Vec<Vec<&str>> = row.iter().map(|c| c.lines().collect()).collect();
+        let height = cells.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        for n in 0..height {
+            let mut line = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let text = cell.get(n).copied().unwrap_or("");
+                if i + 1 < cells.len() {
+                    let pad = widths.get(i).copied().unwrap_or(0);
+                    line.push_str(&format!("{text:<pad$}   "));
+                } else {
+                    line.push_str(text);
+                }
             }
+            writeln!(out, "{}", line.trim_end())?;
         }
-        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
+}
+
+/// Word-wraps `text` to lines of at most `width` characters (longer words stay whole).
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
 }
 
 /// Serializes `value` as `-o json` or `-o yaml` asked, with a final newline.
@@ -62,8 +86,16 @@ mod tests {
     fn table_aligns_columns_three_spaces_apart() {
         let mut out = Vec::new();
         let rows = vec![
-            vec!["gf1".to_string(), "Ready".to_string(), "v1.32.3".to_string()],
-            vec!["worker-long".to_string(), "NotReady".to_string(), "".to_string()],
+            vec![
+                "gf1".to_string(),
+                "Ready".to_string(),
+                "v1.32.3".to_string(),
+            ],
+            vec![
+                "worker-long".to_string(),
+                "NotReady".to_string(),
+                "".to_string(),
+            ],
         ];
         write_table(&mut out, &["NAME", "STATUS", "VERSION"], &rows).unwrap();
         assert_eq!(
@@ -71,6 +103,21 @@ mod tests {
             "NAME          STATUS     VERSION\n\
              gf1           Ready      v1.32.3\n\
              worker-long   NotReady\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_cells_grow_their_row() {
+        let mut out = Vec::new();
+        let rows = vec![vec![
+            "--a".to_string(),
+            wrap("one two three", 7),
+            "x".to_string(),
+        ]];
+        write_table(&mut out, &["FLAG", "MEANING", "Z"], &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "FLAG   MEANING   Z\n--a    one two   x\n       three\n"
         );
     }
 }

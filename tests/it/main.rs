@@ -1,0 +1,75 @@
+//! klab's integration tests, one crate: in-process snapshot tests of every tool's output,
+//! the CLI as a user runs it (assert_cmd), and tests against real software (etcd, curl).
+//!
+//! Tests that need a program CI installs call [`require`]: under CI (`CI` set) a missing
+//! program fails the test; on a developer machine it skips with a note.
+
+mod certs;
+mod ps;
+mod real;
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+/// The fixed "now" of every snapshot: a week into the fixtures' validity.
+pub fn now() -> OffsetDateTime {
+    time::macros::datetime!(2026-12-01 00:00:00 UTC)
+}
+
+/// Snapshots live in the top-level `snapshots/` folder, named without the module path, so
+/// the book can include them by a stable name.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s
+}
+
+/// Asserts a snapshot of a tool's text output under klab's settings.
+#[macro_export]
+macro_rules! snap {
+    ($name:expr, $text:expr) => {
+        $crate::snapshot_settings().bind(|| insta::assert_snapshot!($name, $text));
+    };
+}
+
+/// Runs a tool function into a string.
+pub fn capture(f: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
+    f(&mut out);
+    String::from_utf8(out).expect("tools write UTF-8")
+}
+
+/// A fresh, empty folder under target/ with a stable relative path, so outputs that name it
+/// are the same on every machine.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from("target/test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The path of a program the test needs, or `None` (skip) outside CI; under CI, a panic.
+pub fn require(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{program} is not installed, and CI must run this test: .ci/run installs it");
+        }
+        eprintln!("skipping: {program} is not installed (CI installs it)");
+    }
+    found
+}
+
+/// The klab binary under test.
+pub fn klab() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("klab").expect("klab binary");
+    cmd.env_remove("KUBECONFIG");
+    cmd
+}
