@@ -150,3 +150,36 @@ pub struct PsArgs {
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        argv_for(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_component_link_runs_that_component() {
+        assert_eq!(
+            argv(&["/usr/local/bin/kube-apiserver", "--secure-port=6443"]),
+            [
+                "/usr/local/bin/kube-apiserver",
+                "apiserver",
+                "--secure-port=6443"
+            ]
+        );
+        assert_eq!(argv(&["klab-store"]), ["klab-store", "store"]);
+        assert_eq!(argv(&["./klab", "ps"]), ["./klab", "ps"]);
+        assert_eq!(argv(&[]), ["klab"]);
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -26,7 +26,8 @@ fn every_chapter_exists_and_has_content() {
     let chapters = chapters();
     assert!(chapters.len() >= 4, "{chapters:?}");
     for c in &chapters {
-        let text = std::fs::read_to_string(book_src().join(c)).unwrap_or_else(|e| panic!("{c}: {e}"));
+        let text =
+            std::fs::read_to_string(book_src().join(c)).unwrap_or_else(|e| panic!("{c}: {e}"));
         let words = text.split_whitespace().count();
         assert!(words > 100, "{c} has only {words} words");
         assert!(text.starts_with("# "), "{c} starts with its title");
@@ -39,13 +40,24 @@ fn snapshot_includes_exist_and_skip_the_header() {
         let text = std::fs::read_to_string(book_src().join(&c)).unwrap();
         for include in text.split("{{#include ").skip(1) {
             let spec = include.split("}}").next().unwrap();
-            let (path, range) = spec.split_once(".snap:").map(|(p, r)| (format!("{p}.snap"), r)).unwrap_or((spec.to_string(), ""));
+            let (path, range) = spec
+                .split_once(".snap:")
+                .map(|(p, r)| (format!("{p}.snap"), r))
+                .unwrap_or((spec.to_string(), ""));
             let file = book_src().join(&path);
-            let snap = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{c}: {path}: {e}"));
+            let snap =
+                std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{c}: {path}: {e}"));
             if path.ends_with(".snap") {
-                let start: usize = range.trim_end_matches(':').parse().unwrap_or_else(|_| panic!("{c}: {spec}: give a start line"));
+                let start: usize = range
+                    .trim_end_matches(':')
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{c}: {spec}: give a start line"));
                 let lines: Vec<&str> = snap.lines().collect();
-                assert_eq!(lines.get(start - 2), Some(&"---"), "{c}: {spec} must start right after the snapshot header");
+                assert_eq!(
+                    lines.get(start - 2),
+                    Some(&"---"),
+                    "{c}: {spec} must start right after the snapshot header"
+                );
             }
         }
     }
@@ -61,14 +73,19 @@ fn internal_links_resolve() {
                 continue;
             }
             let file = target.split('#').next().unwrap();
-            assert!(book_src().join(file).is_file(), "{c} links to missing {target}");
+            assert!(
+                book_src().join(file).is_file(),
+                "{c} links to missing {target}"
+            );
         }
     }
 }
 
 #[test]
 fn mdbook_builds_a_page_per_chapter() {
-    let Some(mdbook) = require("mdbook") else { return };
+    let Some(mdbook) = require("mdbook") else {
+        return;
+    };
     let out = std::fs::canonicalize(scratch("book")).unwrap();
     let status = Command::new(mdbook)
         .args(["build", "-d"])
@@ -76,10 +93,18 @@ fn mdbook_builds_a_page_per_chapter() {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("book"))
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     for c in chapters() {
         let page = out.join(c.replace(".md", ".html"));
-        let html = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
-        assert!(!html.contains("{{#include"), "{c}: an include was not resolved");
+        let html =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(
+            !html.contains("{{#include"),
+            "{c}: an include was not resolved"
+        );
     }
 }
