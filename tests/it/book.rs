@@ -108,3 +108,22 @@ fn mdbook_builds_a_page_per_chapter() {
         );
     }
 }
+
+/// Every snapshot is some chapter's example: an output nobody shows is an output nobody reads.
+#[test]
+fn every_snapshot_is_shown_in_the_book() {
+    let mut book = String::new();
+    for c in chapters() {
+        book.push_str(&std::fs::read_to_string(book_src().join(&c)).unwrap());
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".snap") {
+            assert!(
+                book.contains(&format!("snapshots/{name}")),
+                "{name} is not in the book"
+            );
+        }
+    }
+}

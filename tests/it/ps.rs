@@ -27,6 +27,8 @@ fn lists_the_seed_capture_by_role() {
     snap!("ps_kind_capture", text);
     assert!(!text.contains("/sbin/init"), "not a cluster process");
     assert!(text.contains("not running    cloud-controller-manager"));
+    let json = capture(|o| ps::list(&procs, Some(OutputFormat::Json), o).unwrap());
+    snap!("ps_kind_capture_json", json);
 }
 
 #[test]
@@ -89,6 +91,7 @@ fn judges_the_seed_capture_like_kube_bench() {
         "the kubelet's setting is in its --config file"
     );
     let json = capture(|o| ps::check(&procs, Some(OutputFormat::Json), o).unwrap());
+    snap!("ps_kind_check_json", json);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["totals"]["fail"], report.totals.fail);
 }
