@@ -49,7 +49,9 @@ fn snapshot_includes_exist_and_skip_the_header() {
                 std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{c}: {path}: {e}"));
             if path.ends_with(".snap") {
                 let start: usize = range
-                    .trim_end_matches(':')
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
                     .parse()
                     .unwrap_or_else(|_| panic!("{c}: {spec}: give a start line"));
                 let lines: Vec<&str> = snap.lines().collect();
