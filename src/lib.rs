@@ -12,6 +12,8 @@
 //! - [`kubeconfig`]: loading, merging and resolving kubeconfigs the way kubectl does.
 //! - [`pki`]: reading X.509 certificates and private keys and saying what they mean to the
 //!   API server (user, groups, chain, expiry).
+//! - [`runtime`]: the node's container runtime as the kubelet sees it: a CRI v1 client, a
+//!   containerd started with klab's config, the CNI bridge, local images.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -21,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod kubeconfig;
 pub mod pki;
+pub mod runtime;
 pub mod tools;
 
 /// Runs one parsed command line. The only place where library errors become `anyhow` errors.

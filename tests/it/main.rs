@@ -8,6 +8,7 @@ mod book;
 mod certs;
 mod ps;
 mod real;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 
