@@ -58,6 +58,11 @@ pub enum Command {
     Certs(CertsCommand),
     /// Show the cluster's processes the way `ps auxww` shows them on a node, with their flags
     Ps(PsArgs),
+    /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
+    Store(StoreArgs),
+    /// Measure a component against its upstream counterpart, side by side
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Machine-readable output, as kubectl's `-o`.
@@ -147,6 +152,75 @@ pub struct PsArgs {
     /// Judge the security-relevant flags, in kube-bench's shape
     #[arg(long)]
     pub check: bool,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// klab-store's flags: etcd's names with etcd's meaning.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: NAME.etcd)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (http:// or https://, comma-separated)
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: Vec<String>,
+    /// Client URLs to advertise to the rest of the cluster (shown by `member list`)
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: Vec<String>,
+    /// Path to the client server TLS certificate file
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA certificate file
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    pub client_cert_auth: bool,
+    /// URLs to serve /metrics and /health on (http only, comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+    /// Auto compaction retention: hours ("1") or a duration ("5m"); 0 disables
+    #[arg(long, value_name = "RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Auto compaction mode (only etcd's default, periodic, is supported)
+    #[arg(long, value_name = "MODE", default_value = "periodic", value_parser = ["periodic"])]
+    pub auto_compaction_mode: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Put, range and watch latency of klab-store beside real etcd
+    Store(BenchStoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStoreArgs {
+    /// Measure these etcd endpoints instead of starting klab-store and etcd (comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// The etcd binary to start beside klab-store
+    #[arg(long, value_name = "PATH", default_value = "etcd")]
+    pub etcd: PathBuf,
+    /// Puts per put row
+    #[arg(long, default_value_t = 2000)]
+    pub puts: usize,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
 }

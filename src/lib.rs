@@ -12,6 +12,7 @@
 //! - [`kubeconfig`]: loading, merging and resolving kubeconfigs the way kubectl does.
 //! - [`pki`]: reading X.509 certificates and private keys and saying what they mean to the
 //!   API server (user, groups, chain, expiry).
+//! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -21,13 +22,20 @@ pub mod api;
 pub mod cli;
 pub mod kubeconfig;
 pub mod pki;
+pub mod store;
 pub mod tools;
 
 /// Runs one parsed command line. The only place where library errors become `anyhow` errors.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // One rustls crypto provider for the whole binary: ring. Installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut out = std::io::stdout().lock();
     match cli.command {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
+        cli::Command::Store(args) => Ok(store::run(args)?),
+        cli::Command::Bench(cli::BenchCommand::Store(args)) => {
+            tools::bench::store::run(args, &mut out)
+        }
     }
 }
