@@ -284,8 +284,9 @@ impl<'a> WriteTxn<'a> {
                     Some(PbTxnOpResponse::ResponseDeleteRange(self.delete(d)))
                 }
                 Some(PbTxnOpRequest::RequestTxn(inner)) => {
+                    // etcd leaves a nested transaction's header empty.
                     let mut resp = self.txn(inner, path);
-                    resp.header = header(self.read_rev());
+                    resp.header = Some(PbResponseHeader::default());
                     Some(PbTxnOpResponse::ResponseTxn(resp))
                 }
                 None => None,
