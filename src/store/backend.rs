@@ -55,7 +55,8 @@ pub struct Shared {
     pub state: RwLock<State>,
     visible: watch::Sender<i64>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    failed: Mutex<Option<String>>,
+    /// Set after a failed write or fsync: the error every later write gets.
+    failed: Mutex<Option<StoreError>>,
     pub metrics: Metrics,
     pub ids: Ids,
     pub name: String,
@@ -137,7 +138,11 @@ impl Store {
 
     /// Why the store refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
-        self.0.failed.lock().ok().and_then(|f| f.clone())
+        self.0
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(ToString::to_string))
     }
 
     pub fn raft_index(&self) -> u64 {
@@ -187,14 +192,15 @@ impl Shared {
             source = s.source();
         }
         eprintln!("klab-store: {msg}; refusing all writes until restart");
-        if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert(msg.clone());
-        }
-        if e.is_no_space() {
+        let err = if e.is_no_space() {
             StoreError::NoSpace
         } else {
             StoreError::StorageFailed(msg)
+        };
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert(err.clone());
         }
+        err
     }
 }
 
@@ -208,9 +214,9 @@ fn commit_loop(shared: &Shared, mut wal: Wal, rx: mpsc::Receiver<Job>) {
             }
         }
         let started = Instant::now();
-        if let Some(msg) = shared.failed.lock().ok().and_then(|f| f.clone()) {
+        if let Some(err) = shared.failed.lock().ok().and_then(|f| f.clone()) {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::StorageFailed(msg.clone())));
+                let _ = job.reply.send(Err(err.clone()));
             }
             continue;
         }

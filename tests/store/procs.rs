@@ -69,6 +69,38 @@ impl Proc {
         p
     }
 
+    /// Starts klab-store on https with client-certificate auth, using the PKI in `pki`.
+    pub fn klab_tls(pki: &Path) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, mport) = (free_port(), free_port());
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{mport}");
+        let child = Command::new(env!("CARGO_BIN_EXE_klab"))
+            .arg("store")
+            .arg(format!("--data-dir={}", dir.path().display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--listen-metrics-urls=http://{metrics}"))
+            .arg(format!("--cert-file={}", pki.join("server.crt").display()))
+            .arg(format!("--key-file={}", pki.join("server.key").display()))
+            .arg(format!(
+                "--trusted-ca-file={}",
+                pki.join("ca.crt").display()
+            ))
+            .arg("--client-cert-auth=true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Proc {
+            child,
+            endpoint,
+            metrics,
+            _dir: Some(dir),
+        };
+        p.wait_ready(port);
+        p
+    }
+
     /// Starts a single-member etcd on loopback ports with a temporary data directory.
     pub fn etcd(bin: &Path) -> Proc {
         let dir = tempfile::tempdir().unwrap();
@@ -140,4 +172,29 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` on `dir`; `None` (with a printed reason) where that is not allowed.
+    pub fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipping: mounting a small tmpfs needs root");
+        }
+        ok.then(|| SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
