@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::backend::Store;
@@ -143,7 +143,8 @@ async fn serve(args: StoreArgs) -> Result<(), ServeError> {
             .add_service(s.maintenance)
             .add_service(s.cluster);
         let mut stop = stop_rx.clone();
-        let incoming = TcpListenerStream::new(listener);
+        // Small responses (watch events) must leave at once, not wait for Nagle's algorithm.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
