@@ -172,3 +172,38 @@ async fn tls_with_client_certificates() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "tls\nyes\n");
     }
 }
+
+/// `--auto-compaction-retention=2s`: etcd's periodic compactor compacts to the revision seen one
+/// retention window ago, so an early revision becomes unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_auto_compaction() {
+    let klab = procs::Proc::klab_with(None, &["--auto-compaction-retention=2s"]);
+    let mut c = etcd_client::Client::connect([&klab.endpoint], None).await.unwrap();
+    let first = c.put("ac", "1", None).await.unwrap().header().unwrap().revision();
+    let old = Some(etcd_client::GetOptions::new().with_revision(first));
+    for i in 0..200 {
+        c.put("ac", i.to_string(), None).await.unwrap();
+        if let Err(etcd_client::Error::GRpcStatus(s)) = c.get("ac", old.clone()).await {
+            assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("revision {first} was never compacted");
+}
+
+/// Calls klab-store does not implement answer at once with gRPC's Unimplemented, never hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_calls_are_refused_not_hung() {
+    let klab = procs::Proc::klab(None);
+    let opts = etcd_client::ConnectOptions::new().with_timeout(std::time::Duration::from_secs(5));
+    let mut c = etcd_client::Client::connect([&klab.endpoint], Some(opts)).await.unwrap();
+    let code = |r: Result<(), etcd_client::Error>| match r {
+        Err(etcd_client::Error::GRpcStatus(s)) => s.code(),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    };
+    assert_eq!(code(c.auth_enable().await.map(|_| ())), tonic::Code::Unimplemented);
+    assert_eq!(code(c.user_list().await.map(|_| ())), tonic::Code::Unimplemented);
+    assert_eq!(code(c.hash_kv(0).await.map(|_| ())), tonic::Code::Unimplemented);
+    assert_eq!(code(c.member_remove(1).await.map(|_| ())), tonic::Code::Unimplemented);
+}

@@ -365,6 +365,15 @@ async fn watch(c: &mut Client) -> Vec<String> {
     r.0.extend(lines);
     s.cancel(1).await.unwrap();
     next(&mut s, &mut r, "cancel").await;
+    s.request_progress().await.unwrap();
+    next(&mut s, &mut r, "progress").await;
+    // A watch may start in the future: it waits for that revision.
+    let now = c.get("w/", None).await.unwrap().header().unwrap().revision();
+    let mut f = c.watch("w/f", Some(WatchOptions::new().with_start_revision(now + 2))).await.unwrap();
+    next(&mut f, &mut r, "watch from the future").await;
+    c.put("w/f", "1", None).await.unwrap();
+    c.put("w/f", "2", None).await.unwrap();
+    events(&mut f, 1, &mut r).await;
     r.0
 }
 

@@ -42,6 +42,11 @@ pub struct Proc {
 impl Proc {
     /// Starts klab-store on `data_dir` (a fresh temporary one if `None`).
     pub fn klab(data_dir: Option<&Path>) -> Proc {
+        Self::klab_with(data_dir, &[])
+    }
+
+    /// Starts klab-store with extra flags.
+    pub fn klab_with(data_dir: Option<&Path>, extra: &[&str]) -> Proc {
         let dir = data_dir.is_none().then(|| tempfile::tempdir().unwrap());
         let data = data_dir
             .map(Path::to_owned)
@@ -55,6 +60,7 @@ impl Proc {
             .arg(format!("--listen-client-urls={endpoint}"))
             .arg(format!("--advertise-client-urls={endpoint}"))
             .arg(format!("--listen-metrics-urls=http://{metrics}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
