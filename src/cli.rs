@@ -59,7 +59,7 @@ pub enum Command {
     /// Show the cluster's processes the way `ps auxww` shows them on a node, with their flags
     Ps(PsArgs),
     /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
-    Store(StoreArgs),
+    Store(Box<StoreArgs>),
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -199,9 +199,53 @@ pub struct StoreArgs {
     /// Auto compaction retention: hours ("1") or a duration ("5m"); 0 disables
     #[arg(long, value_name = "RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
-    /// Auto compaction mode (only etcd's default, periodic, is supported)
-    #[arg(long, value_name = "MODE", default_value = "periodic", value_parser = ["periodic"])]
+    /// Auto compaction mode: periodic (retention is time) or revision (retention is revisions)
+    #[arg(long, value_name = "MODE", default_value = "periodic", value_parser = ["periodic", "revision"])]
     pub auto_compaction_mode: String,
+    /// How often watches with progress_notify hear the current revision (default 10m)
+    #[arg(long, value_name = "DURATION")]
+    pub experimental_watch_progress_notify_interval: Option<String>,
+    #[command(flatten)]
+    pub ignored: StoreIgnoredArgs,
+}
+
+/// etcd flags that kubeadm's etcd manifest passes and a single member without peers has no use
+/// for: accepted, so the same manifest starts etcd or klab-store, and otherwise ignored.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreIgnoredArgs {
+    /// Shown by `member list` only: klab-store has no peers
+    #[arg(long, value_name = "URLS", hide_short_help = true)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "URLS", hide_short_help = true)]
+    pub listen_peer_urls: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "NAME=URL,...", hide_short_help = true)]
+    pub initial_cluster: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "STATE", hide_short_help = true)]
+    pub initial_cluster_state: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "TOKEN", hide_short_help = true)]
+    pub initial_cluster_token: Option<String>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_key_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub peer_client_cert_auth: Option<String>,
+    /// Ignored: klab-store snapshots after each compaction and every 64 MiB of log
+    #[arg(long, value_name = "N", hide_short_help = true)]
+    pub snapshot_count: Option<String>,
+    /// Ignored: the WAL's checksums are checked at every start
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub experimental_initial_corrupt_check: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -178,13 +178,24 @@ async fn tls_with_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_auto_compaction() {
     let klab = procs::Proc::klab_with(None, &["--auto-compaction-retention=2s"]);
-    let mut c = etcd_client::Client::connect([&klab.endpoint], None).await.unwrap();
-    let first = c.put("ac", "1", None).await.unwrap().header().unwrap().revision();
+    let mut c = etcd_client::Client::connect([&klab.endpoint], None)
+        .await
+        .unwrap();
+    let first = c
+        .put("ac", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     let old = Some(etcd_client::GetOptions::new().with_revision(first));
     for i in 0..200 {
         c.put("ac", i.to_string(), None).await.unwrap();
         if let Err(etcd_client::Error::GRpcStatus(s)) = c.get("ac", old.clone()).await {
-            assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+            assert_eq!(
+                s.message(),
+                "etcdserver: mvcc: required revision has been compacted"
+            );
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -197,13 +208,86 @@ async fn periodic_auto_compaction() {
 async fn unsupported_calls_are_refused_not_hung() {
     let klab = procs::Proc::klab(None);
     let opts = etcd_client::ConnectOptions::new().with_timeout(std::time::Duration::from_secs(5));
-    let mut c = etcd_client::Client::connect([&klab.endpoint], Some(opts)).await.unwrap();
+    let mut c = etcd_client::Client::connect([&klab.endpoint], Some(opts))
+        .await
+        .unwrap();
     let code = |r: Result<(), etcd_client::Error>| match r {
         Err(etcd_client::Error::GRpcStatus(s)) => s.code(),
         other => panic!("expected a gRPC status, got {other:?}"),
     };
-    assert_eq!(code(c.auth_enable().await.map(|_| ())), tonic::Code::Unimplemented);
-    assert_eq!(code(c.user_list().await.map(|_| ())), tonic::Code::Unimplemented);
-    assert_eq!(code(c.hash_kv(0).await.map(|_| ())), tonic::Code::Unimplemented);
-    assert_eq!(code(c.member_remove(1).await.map(|_| ())), tonic::Code::Unimplemented);
+    assert_eq!(
+        code(c.auth_enable().await.map(|_| ())),
+        tonic::Code::Unimplemented
+    );
+    assert_eq!(
+        code(c.user_list().await.map(|_| ())),
+        tonic::Code::Unimplemented
+    );
+    assert_eq!(
+        code(c.hash_kv(0).await.map(|_| ())),
+        tonic::Code::Unimplemented
+    );
+    assert_eq!(
+        code(c.member_remove(1).await.map(|_| ())),
+        tonic::Code::Unimplemented
+    );
+}
+
+/// Started through its link name with the flags of kubeadm's etcd manifest (peer flags are
+/// accepted and ignored), klab-store serves on every listen URL, and a watch that asked for
+/// progress notifications gets them at the configured interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeadm_etcd_flags_through_the_klab_store_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("klab-store");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_klab"), &link).unwrap();
+    let (a, b, peer) = (procs::free_port(), procs::free_port(), procs::free_port());
+    let peer = format!("http://127.0.0.1:{peer}");
+    let mut child = std::process::Command::new(&link)
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{a}"))
+        .arg("--client-cert-auth=false")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg("--experimental-initial-corrupt-check=true")
+        .arg("--experimental-watch-progress-notify-interval=1s")
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=node={peer}"))
+        .arg(format!(
+            "--listen-client-urls=http://127.0.0.1:{a},http://127.0.0.1:{b}"
+        ))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg("--name=node")
+        .arg("--peer-client-cert-auth=true")
+        .arg("--snapshot-count=10000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", b)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "klab-store did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut ca = etcd_client::Client::connect([format!("http://127.0.0.1:{a}")], None)
+        .await
+        .unwrap();
+    let mut cb = etcd_client::Client::connect([format!("http://127.0.0.1:{b}")], None)
+        .await
+        .unwrap();
+    ca.put("k", "from a", None).await.unwrap();
+    assert_eq!(cb.get("k", None).await.unwrap().kvs()[0].value(), b"from a");
+    let members = cb.member_list().await.unwrap();
+    assert_eq!(members.members()[0].name(), "node");
+    assert_eq!(
+        members.members()[0].peer_urls(),
+        std::slice::from_ref(&peer)
+    );
+    let opts = etcd_client::WatchOptions::new().with_progress_notify();
+    let mut w = cb.watch("quiet", Some(opts)).await.unwrap();
+    assert!(w.message().await.unwrap().unwrap().created());
+    let progress = w.message().await.unwrap().unwrap();
+    assert!(progress.events().is_empty() && progress.header().unwrap().revision() == 2);
+    let _ = child.kill();
+    let _ = child.wait();
 }

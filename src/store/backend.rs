@@ -61,6 +61,7 @@ pub struct Shared {
     pub ids: Ids,
     pub name: String,
     pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
     raft_index: std::sync::atomic::AtomicU64,
 }
 
@@ -74,6 +75,7 @@ impl Store {
         data_dir: &std::path::Path,
         name: &str,
         client_urls: Vec<String>,
+        peer_urls: Vec<String>,
     ) -> Result<Store, WalError> {
         let (wal, state) = Wal::open(data_dir, Instant::now())?;
         let rev = state.mvcc.current();
@@ -87,6 +89,7 @@ impl Store {
             ids: Ids::from_name(name),
             name: name.to_owned(),
             client_urls,
+            peer_urls,
             raft_index: wal.last_index().into(),
         });
         shared.publish(&wal, rev);

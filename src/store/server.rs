@@ -22,7 +22,11 @@ pub enum ServeError {
     #[error("opening the data directory")]
     OpenData(#[source] WalError),
     #[error(transparent)]
-    ParseRetention(#[from] compactor::ParseRetentionError),
+    ParseFlag(#[from] compactor::ParseFlagError),
+    #[error(
+        "invalid --experimental-watch-progress-notify-interval {0:?}: use a duration (\"10m\")"
+    )]
+    ParseProgressInterval(String),
     #[error("invalid listen URL {url:?}: expected http://HOST:PORT or https://HOST:PORT")]
     ParseUrl { url: String },
     #[error("{url} is https, but --cert-file and --key-file are not both set")]
@@ -113,13 +117,30 @@ pub fn run(args: StoreArgs) -> Result<(), ServeError> {
 }
 
 async fn serve(args: StoreArgs) -> Result<(), ServeError> {
-    let retention = compactor::parse_retention(&args.auto_compaction_retention)?;
+    let retention =
+        compactor::parse_retention(&args.auto_compaction_mode, &args.auto_compaction_retention)?;
+    let progress = match &args.experimental_watch_progress_notify_interval {
+        None => super::grpc::watch::PROGRESS_INTERVAL,
+        Some(s) => compactor::parse_duration(s)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ServeError::ParseProgressInterval(s.clone()))?,
+    };
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", args.name)));
-    let store = Store::open(&data_dir, &args.name, args.advertise_client_urls.clone())
-        .map_err(ServeError::OpenData)?;
+    // No peer ever connects; the peer URLs only appear in `member list`, as etcd shows them.
+    let peer_urls = match &args.ignored.initial_advertise_peer_urls {
+        Some(urls) => urls.split(',').map(str::to_owned).collect(),
+        None => vec!["http://localhost:2380".to_owned()],
+    };
+    let store = Store::open(
+        &data_dir,
+        &args.name,
+        args.advertise_client_urls.clone(),
+        peer_urls,
+    )
+    .map_err(ServeError::OpenData)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for url in &args.listen_client_urls {
@@ -135,7 +156,7 @@ async fn serve(args: StoreArgs) -> Result<(), ServeError> {
                     source,
                 })?;
         }
-        let s = Services::new(&store);
+        let s = Services::new(&store, progress);
         let router = builder
             .add_service(s.kv)
             .add_service(s.watch)

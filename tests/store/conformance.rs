@@ -368,8 +368,20 @@ async fn watch(c: &mut Client) -> Vec<String> {
     s.request_progress().await.unwrap();
     next(&mut s, &mut r, "progress").await;
     // A watch may start in the future: it waits for that revision.
-    let now = c.get("w/", None).await.unwrap().header().unwrap().revision();
-    let mut f = c.watch("w/f", Some(WatchOptions::new().with_start_revision(now + 2))).await.unwrap();
+    let now = c
+        .get("w/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut f = c
+        .watch(
+            "w/f",
+            Some(WatchOptions::new().with_start_revision(now + 2)),
+        )
+        .await
+        .unwrap();
     next(&mut f, &mut r, "watch from the future").await;
     c.put("w/f", "1", None).await.unwrap();
     c.put("w/f", "2", None).await.unwrap();

@@ -44,7 +44,7 @@ impl PbClusterService for ClusterService {
         let member = PbMember {
             id: shared.ids.member_id,
             name: shared.name.clone(),
-            peer_ur_ls: vec!["http://localhost:2380".to_owned()],
+            peer_ur_ls: shared.peer_urls.clone(),
             client_ur_ls: shared.client_urls.clone(),
             is_learner: false,
         };

@@ -9,7 +9,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
-mod watch;
+pub mod watch;
 
 use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbResponseHeader,
@@ -87,12 +87,15 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(store: &Store) -> Self {
+    pub fn new(store: &Store, progress_interval: std::time::Duration) -> Self {
         Self {
             kv: PbKvServer::new(kv::KvService(store.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE),
-            watch: PbWatchServer::new(watch::WatchService(store.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE),
+            watch: PbWatchServer::new(watch::WatchService {
+                store: store.clone(),
+                progress_interval,
+            })
+            .max_decoding_message_size(MAX_GRPC_MESSAGE),
             lease: PbLeaseServer::new(lease::LeaseService(store.clone())),
             maintenance: PbMaintenanceServer::new(maintenance::MaintenanceService(store.clone())),
             cluster: PbClusterServer::new(cluster::ClusterService(store.clone())),

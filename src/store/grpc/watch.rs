@@ -22,9 +22,13 @@ use crate::store::backend::Store;
 use crate::store::mvcc::{EVENT_DELETE, EVENT_PUT, KeyRange};
 
 /// etcd's default `--experimental-watch-progress-notify-interval`.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 
-pub struct WatchService(pub Store);
+pub struct WatchService {
+    pub store: Store,
+    /// How often watchers that asked for it hear the current revision when nothing changed.
+    pub progress_interval: Duration,
+}
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<PbWatchResponse, Status>> + Send>>;
 type Tx = mpsc::Sender<Result<PbWatchResponse, Status>>;
@@ -38,7 +42,8 @@ impl PbWatchService for WatchService {
         req: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run_stream(self.0.clone(), req.into_inner(), tx));
+        let (store, every) = (self.store.clone(), self.progress_interval);
+        tokio::spawn(run_stream(store, req.into_inner(), tx, every));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -59,10 +64,15 @@ struct Watchers {
     next_id: i64,
 }
 
-async fn run_stream(store: Store, mut incoming: Streaming<PbWatchRequest>, tx: Tx) {
+async fn run_stream(
+    store: Store,
+    mut incoming: Streaming<PbWatchRequest>,
+    tx: Tx,
+    progress_every: Duration,
+) {
     let mut watchers = Watchers::default();
     let mut revisions = store.subscribe();
-    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut progress = tokio::time::interval(progress_every);
     progress.tick().await;
     loop {
         let alive = tokio::select! {
@@ -86,13 +96,15 @@ async fn handle(store: &Store, watchers: &mut Watchers, req: PbWatchRequest, tx:
             // etcd reads an empty key as "\0" and a "\0" range end as "every key from key".
             let key = if c.key.is_empty() { vec![0] } else { c.key };
             let latest = store.visible();
+            // Ids are never reused on a stream, as etcd's watchStream hands them out.
             let id = if c.watch_id != 0 && !watchers.map.contains_key(&c.watch_id) {
                 c.watch_id
             } else {
                 while watchers.map.contains_key(&watchers.next_id) {
                     watchers.next_id += 1;
                 }
-                watchers.next_id
+                watchers.next_id += 1;
+                watchers.next_id - 1
             };
             let watcher = Watcher {
                 range: KeyRange::new(&key, &c.range_end),
