@@ -291,3 +291,42 @@ async fn kubeadm_etcd_flags_through_the_klab_store_link() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `klab bench store --endpoints` measures a running store and reports every row, as a table
+/// and as JSON (the figures themselves are not asserted: no timing asserts in tests).
+#[test]
+fn bench_reports_every_row() {
+    let klab = procs::Proc::klab(None);
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_klab"))
+            .args([
+                "bench",
+                "store",
+                "--puts",
+                "40",
+                "--endpoints",
+                &klab.endpoint,
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&[]);
+    assert!(table.starts_with("BENCHMARK"), "{table}");
+    for row in [
+        "put, 1 client",
+        "put, 64 clients",
+        "range, 64 clients",
+        "watch, put to event",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{table}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&run(&["-o", "json"])).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(5));
+}
