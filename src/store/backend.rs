@@ -55,6 +55,7 @@ pub struct Shared {
     pub state: RwLock<State>,
     visible: watch::Sender<i64>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set after a failed write or fsync: the error every later write gets.
     failed: Mutex<Option<StoreError>>,
     pub metrics: Metrics,
@@ -84,6 +85,7 @@ impl Store {
             state: RwLock::new(state),
             visible: watch::channel(rev).0,
             jobs: Mutex::new(Some(tx)),
+            commit_thread: Mutex::new(None),
             failed: Mutex::new(None),
             metrics: Metrics::default(),
             ids: Ids::from_name(name),
@@ -94,13 +96,16 @@ impl Store {
         });
         shared.publish(&wal, rev);
         let s = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("klab-store-commit".into())
             .spawn(move || commit_loop(&s, wal, rx))
             .map_err(|e| WalError::Open {
                 path: data_dir.to_owned(),
                 source: e,
             })?;
+        if let Ok(mut t) = shared.commit_thread.lock() {
+            *t = Some(thread);
+        }
         Ok(Store(shared))
     }
 
@@ -152,10 +157,15 @@ impl Store {
         self.0.raft_index.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting writes; the commit thread ends once the queue is drained.
+    /// Stops accepting writes and waits until the commit thread has drained its queue and
+    /// released the data directory.
     pub fn close(&self) {
         if let Ok(mut jobs) = self.0.jobs.lock() {
             jobs.take();
+        }
+        let thread = self.0.commit_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
         }
     }
 

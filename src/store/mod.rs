@@ -26,4 +26,4 @@ pub mod server;
 pub mod wal;
 
 pub use backend::Store;
-pub use server::run;
+pub use server::{Running, run, start};

@@ -5,9 +5,11 @@
 //! `--client-cert-auth` is set), `/metrics` and `/health` on `--listen-metrics-urls`.
 //! Leaves out peer URLs (there are no peers) and HTTP on the client port.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -117,6 +119,47 @@ pub fn run(args: StoreArgs) -> Result<(), ServeError> {
 }
 
 async fn serve(args: StoreArgs) -> Result<(), ServeError> {
+    let running = start(&args).await?;
+    eprintln!(
+        "klab-store: ready to serve client requests on {} (member {:x}, revision {})",
+        args.listen_client_urls.join(","),
+        running.store.0.ids.member_id,
+        running.store.visible()
+    );
+    shutdown_signal().await;
+    eprintln!("klab-store: received signal, shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// A store serving in this process: what `klab-store` runs, and what in-process tests start.
+pub struct Running {
+    pub store: Store,
+    /// The bound client addresses, in `--listen-client-urls` order (port 0 resolved).
+    pub client_addrs: Vec<SocketAddr>,
+    /// The bound metrics addresses, in `--listen-metrics-urls` order.
+    pub metrics_addrs: Vec<SocketAddr>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving; every write acknowledged so far is already on disk.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.store.close();
+        for s in self.servers {
+            let _ = s.await;
+        }
+        for b in self.background {
+            b.abort();
+        }
+    }
+}
+
+/// Opens the data directory and serves on every listen URL.
+pub async fn start(args: &StoreArgs) -> Result<Running, ServeError> {
     let retention =
         compactor::parse_retention(&args.auto_compaction_mode, &args.auto_compaction_retention)?;
     let progress = match &args.experimental_watch_progress_notify_interval {
@@ -142,13 +185,15 @@ async fn serve(args: StoreArgs) -> Result<(), ServeError> {
     )
     .map_err(ServeError::OpenData)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
+    let (mut servers, mut background) = (Vec::new(), Vec::new());
+    let (mut client_addrs, mut metrics_addrs) = (Vec::new(), Vec::new());
     for url in &args.listen_client_urls {
         let (tls, addr) = parse_url(url)?;
         let listener = bind(url, &addr).await?;
+        client_addrs.push(local_addr(url, &listener)?);
         let mut builder = Server::builder();
         if tls {
-            let cfg = tls_config(&args, url)?;
+            let cfg = tls_config(args, url)?;
             builder = builder
                 .tls_config(cfg)
                 .map_err(|source| ServeError::ConfigureTls {
@@ -185,26 +230,28 @@ async fn serve(args: StoreArgs) -> Result<(), ServeError> {
             return Err(ServeError::ParseUrl { url: url.clone() });
         }
         let listener = bind(url, &addr).await?;
-        tokio::spawn(metrics_http::serve(listener, store.clone()));
+        metrics_addrs.push(local_addr(url, &listener)?);
+        background.push(tokio::spawn(metrics_http::serve(listener, store.clone())));
     }
-    tokio::spawn(store.clone().expire_leases());
+    background.push(tokio::spawn(store.clone().expire_leases()));
     if let Some(r) = retention {
-        tokio::spawn(compactor::run(store.clone(), r));
+        background.push(tokio::spawn(compactor::run(store.clone(), r)));
     }
-    eprintln!(
-        "klab-store: ready to serve client requests on {} (member {:x}, revision {})",
-        args.listen_client_urls.join(","),
-        store.0.ids.member_id,
-        store.visible()
-    );
-    shutdown_signal().await;
-    eprintln!("klab-store: received signal, shutting down");
-    let _ = stop_tx.send(true);
-    store.close();
-    for s in servers {
-        let _ = s.await;
-    }
-    Ok(())
+    Ok(Running {
+        store,
+        client_addrs,
+        metrics_addrs,
+        stop: stop_tx,
+        servers,
+        background,
+    })
+}
+
+fn local_addr(url: &str, listener: &TcpListener) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Listen {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 async fn shutdown_signal() {
@@ -225,6 +272,35 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The least powerful test of the whole server: in-process, port 0, the real client.
+    #[tokio::test]
+    async fn serves_in_process_and_releases_its_data_directory() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let d = format!("--data-dir={}", dir.path().display());
+        let cli = crate::cli::Cli::parse_from([
+            "klab",
+            "store",
+            &d,
+            "--listen-client-urls=http://127.0.0.1:0",
+        ]);
+        let crate::cli::Command::Store(args) = cli.command else {
+            panic!("not a store command")
+        };
+        for round in 1..=2 {
+            let running = start(&args).await.unwrap();
+            let url = format!("http://{}", running.client_addrs[0]);
+            let mut c = etcd_client::Client::connect([url], None).await.unwrap();
+            let put = c.put("k", round.to_string(), None).await.unwrap();
+            assert_eq!(
+                put.header().unwrap().revision(),
+                round + 1,
+                "round {round} continues the history"
+            );
+            running.stop().await;
+        }
+    }
 
     #[test]
     fn listen_urls() {

@@ -52,6 +52,8 @@ pub enum WalError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} is locked: another klab-store or etcd uses this data directory")]
+    Locked { path: PathBuf },
     #[error("reading {path}")]
     Read {
         path: PathBuf,
@@ -261,6 +263,20 @@ impl Wal {
             let path = data_dir.join(sub);
             fs::create_dir_all(&path).map_err(|source| WalError::CreateDir { path, source })?;
         }
+        // One process per data directory, as etcd's WAL lock ensures; the lock dies with us.
+        let wal = wal_path(data_dir);
+        let open_err = |source| WalError::Open {
+            path: wal.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal)
+            .map_err(open_err)?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(WalError::Locked { path: wal });
+        }
         let snap = snap_path(data_dir);
         let snap_data = read_all(&snap)?;
         let (mut state, snap_index) = if snap_data.is_empty() {
@@ -269,7 +285,6 @@ impl Wal {
             load_snapshot(&snap_data, now)
                 .ok_or(WalError::CorruptSnapshot { path: snap.clone() })?
         };
-        let wal = wal_path(data_dir);
         let data = read_all(&wal)?;
         let (frames, good) = read_frames(&data);
         let mut next_index = snap_index + 1;
@@ -282,15 +297,6 @@ impl Wal {
             }
             next_index = next_index.max(index + 1);
         }
-        let open_err = |source| WalError::Open {
-            path: wal.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&wal)
-            .map_err(open_err)?;
         if good < data.len() {
             // Cut the torn tail a crash left, so new records follow the last good one.
             file.set_len(good as u64).map_err(open_err)?;
@@ -472,6 +478,19 @@ mod tests {
         let (_, records) = state.apply(&req, Instant::now()).unwrap();
         wal.append(&records).unwrap();
         wal.sync().unwrap();
+    }
+
+    #[test]
+    fn one_process_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Wal::open(dir.path(), Instant::now()).unwrap();
+        let second = Wal::open(dir.path(), Instant::now());
+        assert!(matches!(second, Err(WalError::Locked { .. })));
+        drop(first);
+        assert!(
+            Wal::open(dir.path(), Instant::now()).is_ok(),
+            "the lock goes with its owner"
+        );
     }
 
     #[test]
