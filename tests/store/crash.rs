@@ -1,6 +1,7 @@
 //! The crash test: writers hammer klab-store, it is SIGKILLed at random moments, and after every
 //! restart each acknowledged write is there, revisions never go back, and a watch resumed from
-//! its last seen revision sees every later event exactly once.
+//! its last seen revision sees every later event exactly once. Every other round compacts
+//! while the writers run, so kills also land during snapshots.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -126,7 +127,17 @@ pub async fn run() {
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| tokio::spawn(writer(proc.endpoint.clone(), round, w, acked.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        let pause = Duration::from_millis(rng.random_range(50..400));
+        if round % 2 == 1 {
+            // Compact (which writes a snapshot and empties the log) while the writers run, up to
+            // what the watch has already seen, so the kill may land in the middle of it.
+            tokio::time::sleep(pause / 2).await;
+            let seen_up_to = *last_seen.lock().unwrap();
+            let _ = c.compact(seen_up_to, None).await;
+            tokio::time::sleep(pause / 2).await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
         proc.kill();
         for w in writers {
             w.await.unwrap();
