@@ -4,8 +4,8 @@
 //! the previous batch is being fsynced, the next batch takes all of them, and one `fdatasync`
 //! covers the whole batch. A write is answered only after that fsync returned. Readers never see
 //! a revision that is not yet durable: they read at the *visible* revision, which moves only
-//! after the fsync. If a write or fsync fails, the batch is rolled back, nothing in it is
-//! acknowledged, and the store refuses every later write (as etcd stops on a WAL error).
+//! after the fsync. If a write or fsync fails, the batch is rolled back (keys and leases), nothing
+//! in it is acknowledged, and the store refuses every later write (as etcd stops on a WAL error).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -15,8 +15,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::apply::{State, WriteRequest, WriteResponse};
 use super::error::StoreError;
+use super::lease::Lease;
 use super::metrics::Metrics;
-use super::wal::{Wal, WalError};
+use super::mvcc::KeyRange;
+use super::wal::{Record, Wal, WalError};
 
 /// Take a snapshot (and empty the log) once the log is this big.
 const SNAPSHOT_AFTER_BYTES: u64 = 64 << 20;
@@ -217,6 +219,25 @@ impl Shared {
     }
 }
 
+/// Returns the state to the last durable revision after a batch failed to reach the disk.
+/// (A compaction in the batch stays done: it only forgot history, it changed no current value.)
+fn undo(state: &mut State, durable: i64, records: &[Record], revoked: Vec<Lease>) {
+    state.mvcc.rollback(durable);
+    for r in records {
+        if let Record::LeaseGrant { id, .. } = r {
+            state.leases.remove(*id);
+        }
+    }
+    for lease in revoked {
+        state.leases.restore(lease);
+    }
+    let State { mvcc, leases } = state;
+    let live = mvcc
+        .range(&KeyRange::From(vec![]), durable)
+        .filter(|(_, v)| v.lease != 0);
+    leases.reattach(live.map(|(k, v)| (k, v.lease)));
+}
+
 fn commit_loop(shared: &Shared, mut wal: Wal, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -237,9 +258,16 @@ fn commit_loop(shared: &Shared, mut wal: Wal, rx: mpsc::Receiver<Job>) {
         let mut results = Vec::with_capacity(batch.len());
         let mut compacted = false;
         let durable = *shared.visible.borrow();
+        let mut revoked = Vec::new();
         {
             let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
+            // Kept aside so a revoke can be undone if this batch never reaches the disk.
+            for job in &batch {
+                if let WriteRequest::LeaseRevoke(r) = &job.req {
+                    revoked.extend(state.leases.get(r.id).cloned());
+                }
+            }
             for job in &batch {
                 let result = state.apply(&job.req, now).map(|(resp, recs)| {
                     compacted |= matches!(job.req, WriteRequest::Compact(_));
@@ -261,12 +289,9 @@ fn commit_loop(shared: &Shared, mut wal: Wal, rx: mpsc::Receiver<Job>) {
         };
         if let Err(e) = outcome {
             let err = shared.fail(&e);
-            shared
-                .state
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .mvcc
-                .rollback(durable);
+            let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
+            undo(&mut state, durable, &records, revoked);
+            drop(state);
             for job in batch {
                 let _ = job.reply.send(Err(err.clone()));
             }
@@ -290,5 +315,53 @@ fn commit_loop(shared: &Shared, mut wal: Wal, rx: mpsc::Receiver<Job>) {
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::{PbLeaseGrantRequest, PbLeaseRevokeRequest, PbPutRequest};
+
+    fn apply(state: &mut State, req: WriteRequest, records: &mut Vec<Record>) {
+        let (_, recs) = state.apply(&req, Instant::now()).unwrap();
+        records.extend(recs);
+    }
+
+    fn put(key: &str, lease: i64) -> WriteRequest {
+        WriteRequest::Put(PbPutRequest {
+            key: key.into(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn undo_returns_keys_and_leases_to_the_durable_state() {
+        let mut state = State::default();
+        let mut durable_records = Vec::new();
+        let grant = |id| WriteRequest::LeaseGrant(PbLeaseGrantRequest { ttl: 60, id });
+        apply(&mut state, grant(7), &mut durable_records);
+        apply(&mut state, put("a", 7), &mut durable_records);
+        let durable = state.mvcc.current();
+
+        // A batch that will "fail": a new lease with a key, and the revoke of lease 7.
+        let mut records = Vec::new();
+        let revoked = vec![state.leases.get(7).unwrap().clone()];
+        apply(&mut state, grant(8), &mut records);
+        apply(&mut state, put("b", 8), &mut records);
+        apply(
+            &mut state,
+            WriteRequest::LeaseRevoke(PbLeaseRevokeRequest { id: 7 }),
+            &mut records,
+        );
+        assert!(state.mvcc.get(b"a", state.mvcc.current()).is_none());
+
+        undo(&mut state, durable, &records, revoked);
+        assert_eq!(state.mvcc.current(), durable);
+        assert!(state.mvcc.get(b"a", durable).is_some());
+        assert!(state.mvcc.get(b"b", durable).is_none());
+        assert_eq!(state.leases.ids().collect::<Vec<_>>(), vec![7]);
+        assert!(state.leases.get(7).unwrap().keys.contains(b"a".as_slice()));
     }
 }

@@ -86,6 +86,21 @@ impl Leases {
         }
     }
 
+    /// Puts back a lease as it was (used to undo a revoke that never became durable).
+    pub fn restore(&mut self, lease: Lease) {
+        self.map.insert(lease.id, lease);
+    }
+
+    /// Recomputes which keys each lease holds from `(key, lease)` pairs of the live keys.
+    pub fn reattach<'a>(&mut self, live: impl IntoIterator<Item = (&'a [u8], i64)>) {
+        for l in self.map.values_mut() {
+            l.keys.clear();
+        }
+        for (key, id) in live {
+            self.attach(id, key);
+        }
+    }
+
     /// Leases whose deadline has passed.
     pub fn expired(&self, now: Instant) -> Vec<i64> {
         self.map
