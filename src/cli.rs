@@ -262,7 +262,7 @@ pub struct BenchStoreArgs {
     /// The etcd binary to start beside klab-store
     #[arg(long, value_name = "PATH", default_value = "etcd")]
     pub etcd: PathBuf,
-    /// Puts per put row
+    /// Operations in each 1-client row (the 64-client rows do four times as many, the watch row a tenth)
     #[arg(long, default_value_t = 2000)]
     pub puts: usize,
     #[arg(short, long, value_enum)]
