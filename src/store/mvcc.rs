@@ -214,13 +214,25 @@ impl Mvcc {
         Ok(())
     }
 
-    /// The events of revisions `from..=to` touching `range`, in commit order.
-    pub fn events(&self, range: &KeyRange, from: i64, to: i64, with_prev: bool) -> Vec<PbEvent> {
+    /// The events of revisions `from..=to` touching `range`, in commit order, stopping after
+    /// the first revision that brings them to `max_bytes` of keys and values. Returns them with
+    /// the next revision still to read (`to + 1` when all were read).
+    pub fn events(
+        &self,
+        range: &KeyRange,
+        (from, to): (i64, i64),
+        with_prev: bool,
+        max_bytes: usize,
+    ) -> (Vec<PbEvent>, i64) {
         let mut out = Vec::new();
+        let mut bytes = 0;
         if from > to {
-            return out;
+            return (out, from);
         }
         for (&rev, keys) in self.revlog.range(from..=to) {
+            if bytes >= max_bytes {
+                return (out, rev);
+            }
             for key in keys.iter().filter(|k| range.contains(k)) {
                 let Some(history) = self.keys.get(key) else {
                     continue;
@@ -243,14 +255,17 @@ impl Mvcc {
                 } else {
                     (EVENT_PUT, to_kv(key, v))
                 };
+                let prev_kv = prev.map(|p| to_kv(key, p));
+                bytes +=
+                    kv.key.len() + kv.value.len() + prev_kv.as_ref().map_or(0, |p| p.value.len());
                 out.push(PbEvent {
                     r#type,
                     kv: Some(kv),
-                    prev_kv: prev.map(|p| to_kv(key, p)),
+                    prev_kv,
                 });
             }
         }
-        out
+        (out, to + 1)
     }
 
     /// Every key's retained history, for writing a snapshot.
@@ -377,8 +392,14 @@ mod tests {
     #[test]
     fn events_and_rollback() {
         let mut m = store_with(&[("a", "1"), ("a", "2")]);
-        let ev = m.events(&KeyRange::new(b"a", b""), 2, 3, true);
-        assert_eq!(ev.len(), 2);
+        let (ev, next) = m.events(&KeyRange::new(b"a", b""), (2, 3), true, usize::MAX);
+        assert_eq!((ev.len(), next), (2, 4));
+        let (ev, next) = m.events(&KeyRange::new(b"a", b""), (2, 3), true, 1);
+        assert_eq!(
+            (ev.len(), next),
+            (1, 3),
+            "a byte budget stops at a revision boundary"
+        );
         assert_eq!(ev[1].prev_kv.as_ref().unwrap().value, b"1");
         m.put(b"z", vec![], 0, 4);
         m.finish_rev(4);

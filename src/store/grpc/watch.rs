@@ -153,10 +153,33 @@ async fn handle(store: &Store, watchers: &mut Watchers, req: PbWatchRequest, tx:
     }
 }
 
-/// Sends every watcher the durable events it has not sent yet.
+/// Sends every watcher the durable events it has not sent yet, in responses of at most
+/// [`MAX_REVS`] revisions and about [`MAX_BYTES`] (etcd batches catch-up the same way), so a
+/// watcher far behind never holds the store's lock for long nor exceeds a client's message size.
 async fn deliver(store: &Store, watchers: &mut Watchers, tx: &Tx) -> bool {
+    loop {
+        let (out, behind) = collect(store, watchers);
+        for resp in out {
+            if tx.send(Ok(resp)).await.is_err() {
+                return false;
+            }
+        }
+        if !behind {
+            return true;
+        }
+    }
+}
+
+/// etcd's `watchBatchMaxRevs`.
+const MAX_REVS: i64 = 1000;
+/// Below gRPC's default 4 MiB message limit on the client side.
+const MAX_BYTES: usize = 1 << 20;
+
+/// One round of [`deliver`]: the responses to send, and whether some watcher is still behind.
+fn collect(store: &Store, watchers: &mut Watchers) -> (Vec<PbWatchResponse>, bool) {
     let latest = store.visible();
     let mut out = Vec::new();
+    let mut behind = false;
     let mut compacted_ids = Vec::new();
     store.read(|state, _| {
         let compacted = state.mvcc.compacted();
@@ -172,11 +195,16 @@ async fn deliver(store: &Store, watchers: &mut Watchers, tx: &Tx) -> bool {
                 });
                 continue;
             }
-            let mut events = state.mvcc.events(&w.range, w.next, latest, w.prev_kv);
+            let to = latest.min(w.next + MAX_REVS - 1);
+            let (mut events, next) =
+                state
+                    .mvcc
+                    .events(&w.range, (w.next, to), w.prev_kv, MAX_BYTES);
+            w.next = next;
+            behind |= next <= latest;
             events.retain(|e| {
                 !(w.no_put && e.r#type == EVENT_PUT || w.no_delete && e.r#type == EVENT_DELETE)
             });
-            w.next = latest + 1;
             if !events.is_empty() {
                 out.push(PbWatchResponse {
                     header: header_at(store, latest),
@@ -190,12 +218,7 @@ async fn deliver(store: &Store, watchers: &mut Watchers, tx: &Tx) -> bool {
     for id in compacted_ids {
         watchers.map.remove(&id);
     }
-    for resp in out {
-        if tx.send(Ok(resp)).await.is_err() {
-            return false;
-        }
-    }
-    true
+    (out, behind)
 }
 
 /// etcd's periodic progress notification, for watchers that asked for it.
