@@ -394,13 +394,13 @@ mod tests {
         let mut m = store_with(&[("a", "1"), ("a", "2")]);
         let (ev, next) = m.events(&KeyRange::new(b"a", b""), (2, 3), true, usize::MAX);
         assert_eq!((ev.len(), next), (2, 4));
+        assert_eq!(ev[1].prev_kv.as_ref().unwrap().value, b"1");
         let (ev, next) = m.events(&KeyRange::new(b"a", b""), (2, 3), true, 1);
         assert_eq!(
             (ev.len(), next),
             (1, 3),
             "a byte budget stops at a revision boundary"
         );
-        assert_eq!(ev[1].prev_kv.as_ref().unwrap().value, b"1");
         m.put(b"z", vec![], 0, 4);
         m.finish_rev(4);
         m.rollback(3);
