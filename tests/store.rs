@@ -66,6 +66,8 @@ async fn metrics_and_health() {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
     assert!(procs::http_get(&klab.metrics, "/health").ends_with("{\"health\":\"true\"}"));
+    assert!(procs::http_get(&klab.metrics, "/readyz").ends_with("\r\n\r\nok"));
+    assert!(procs::http_get(&klab.metrics, "/livez").ends_with("\r\n\r\nok"));
 }
 
 /// A full disk: the write that does not fit is refused with etcd's NOSPACE error, every later

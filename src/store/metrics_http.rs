@@ -1,4 +1,6 @@
-//! `/metrics` and `/health` over plain HTTP, as etcd serves them on `--listen-metrics-urls`.
+//! `/metrics`, `/health`, `/livez` and `/readyz` over plain HTTP, as etcd serves them on
+//! `--listen-metrics-urls` (kubeadm's etcd probes call `/health`, or `/livez` and `/readyz` in
+//! newer releases).
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -11,6 +13,7 @@ use super::backend::Store;
 /// Serves the metrics endpoints until the process ends.
 pub async fn serve(listener: TcpListener, store: Store) {
     let metrics_store = store.clone();
+    let ready_store = store.clone();
     let app = Router::new()
         .route(
             "/metrics",
@@ -24,6 +27,21 @@ pub async fn serve(listener: TcpListener, store: Store) {
             get(move || {
                 let healthy = store.failure().is_none();
                 async move { health(healthy) }
+            }),
+        )
+        // The process answers, so it is live; it is ready as long as it accepts writes.
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready_store.failure().is_none();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ok")
+                    }
+                }
             }),
         );
     if let Err(e) = axum::serve(listener, app).await {
