@@ -10,7 +10,7 @@
 //! so records already in it are skipped if the log was not yet emptied when the process died.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::apply::State;
@@ -455,13 +455,6 @@ fn load_snapshot(data: &[u8], now: std::time::Instant) -> Option<(State, u64)> {
     Some((state, index))
 }
 
-/// Reads a snapshot file through a buffer (used by tests and tools).
-pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    BufReader::new(File::open(path)?).read_to_end(&mut data)?;
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,7 +512,7 @@ mod tests {
         assert_eq!(state.mvcc.compacted(), 3);
         assert_eq!(state.mvcc.get(b"a", 4).unwrap().value, b"2");
         assert_eq!(state.mvcc.get(b"b", 4).unwrap().version, 1);
-        let (_, good) = read_frames(&read_file(&log).unwrap());
+        let (_, good) = read_frames(&fs::read(&log).unwrap());
         assert_eq!(
             good as u64,
             fs::metadata(&log).unwrap().len(),
