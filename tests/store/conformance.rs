@@ -410,11 +410,14 @@ async fn leases(c: &mut Client) -> Vec<String> {
         .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
         .await
         .unwrap();
+    // etcd lists a lease's keys from a Go map, in no particular order.
+    let mut keys = ttl.keys().to_vec();
+    keys.sort();
     r.note(format!(
         "ttl granted={} in range={} keys={:?}",
         ttl.granted_ttl(),
         ttl.ttl() > 0 && ttl.ttl() <= 60,
-        ttl.keys()
+        keys
     ));
     let leases = c.leases().await.unwrap();
     r.note(format!(
