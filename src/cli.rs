@@ -58,6 +58,11 @@ pub enum Command {
     Certs(CertsCommand),
     /// Show the cluster's processes the way `ps auxww` shows them on a node, with their flags
     Ps(PsArgs),
+    /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
+    Store(Box<StoreArgs>),
+    /// Measure a component against its upstream counterpart, side by side
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Machine-readable output, as kubectl's `-o`.
@@ -147,6 +152,119 @@ pub struct PsArgs {
     /// Judge the security-relevant flags, in kube-bench's shape
     #[arg(long)]
     pub check: bool,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// klab-store's flags: etcd's names with etcd's meaning.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: NAME.etcd)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (http:// or https://, comma-separated)
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: Vec<String>,
+    /// Client URLs to advertise to the rest of the cluster (shown by `member list`)
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: Vec<String>,
+    /// Path to the client server TLS certificate file
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA certificate file
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    pub client_cert_auth: bool,
+    /// URLs to serve /metrics and /health on (http only, comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+    /// Auto compaction retention: hours ("1") or a duration ("5m"); 0 disables
+    #[arg(long, value_name = "RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Auto compaction mode: periodic (retention is time) or revision (retention is revisions)
+    #[arg(long, value_name = "MODE", default_value = "periodic", value_parser = ["periodic", "revision"])]
+    pub auto_compaction_mode: String,
+    /// How often watches with progress_notify hear the current revision (default 10m)
+    #[arg(long, value_name = "DURATION")]
+    pub experimental_watch_progress_notify_interval: Option<String>,
+    #[command(flatten)]
+    pub ignored: StoreIgnoredArgs,
+}
+
+/// etcd flags that kubeadm's etcd manifest passes and a single member without peers has no use
+/// for: accepted, so the same manifest starts etcd or klab-store, and otherwise ignored.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreIgnoredArgs {
+    /// Shown by `member list` only: klab-store has no peers
+    #[arg(long, value_name = "URLS", hide_short_help = true)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "URLS", hide_short_help = true)]
+    pub listen_peer_urls: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "NAME=URL,...", hide_short_help = true)]
+    pub initial_cluster: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "STATE", hide_short_help = true)]
+    pub initial_cluster_state: Option<String>,
+    /// Ignored: klab-store is a single member
+    #[arg(long, value_name = "TOKEN", hide_short_help = true)]
+    pub initial_cluster_token: Option<String>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_key_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Ignored: klab-store has no peers
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub peer_client_cert_auth: Option<String>,
+    /// Ignored: klab-store snapshots after each compaction and every 64 MiB of log
+    #[arg(long, value_name = "N", hide_short_help = true)]
+    pub snapshot_count: Option<String>,
+    /// Ignored: the WAL's checksums are checked at every start
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub experimental_initial_corrupt_check: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Put, range and watch latency of klab-store beside real etcd
+    Store(BenchStoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStoreArgs {
+    /// Measure these etcd endpoints instead of starting klab-store and etcd (comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// The etcd binary to start beside klab-store
+    #[arg(long, value_name = "PATH", default_value = "etcd")]
+    pub etcd: PathBuf,
+    /// Operations in each 1-client row (the 64-client rows do four times as many, the watch row a tenth)
+    #[arg(long, default_value_t = 2000)]
+    pub puts: usize,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
 }

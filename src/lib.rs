@@ -14,6 +14,7 @@
 //!   API server (user, groups, chain, expiry).
 //! - [`runtime`]: the node's container runtime as the kubelet sees it: a CRI v1 client, a
 //!   containerd started with klab's config, the CNI bridge, local images.
+//! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -24,13 +25,20 @@ pub mod cli;
 pub mod kubeconfig;
 pub mod pki;
 pub mod runtime;
+pub mod store;
 pub mod tools;
 
 /// Runs one parsed command line. The only place where library errors become `anyhow` errors.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // One rustls crypto provider for the whole binary: ring. Installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut out = std::io::stdout().lock();
     match cli.command {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
+        cli::Command::Store(args) => Ok(store::run(*args)?),
+        cli::Command::Bench(cli::BenchCommand::Store(args)) => {
+            tools::bench::store::run(args, &mut out)
+        }
     }
 }

@@ -9,6 +9,7 @@ mod certs;
 mod ps;
 mod real;
 mod runtime;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,15 @@ pub fn require(program: &str) -> Option<PathBuf> {
         eprintln!("skipping: {program} is not installed (CI installs it)");
     }
     found
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The klab binary under test.

@@ -1,12 +1,11 @@
 //! Against software nobody here wrote: the seed's shell pipeline, curl, and a real etcd that
 //! demands client certificates.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{klab, require, scratch};
+use crate::{free_port, klab, require, scratch};
 
 /// The seed's recipe, verbatim, run by a real shell.
 fn seed_pipeline(kubeconfig: &str, field: &str, out: &Path) {
@@ -53,14 +52,6 @@ fn extract_is_byte_identical_to_the_seed_pipeline() {
         assert!(!a.is_empty());
         assert_eq!(a, b, "{mine} differs from the seed pipeline's {seed}");
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Etcd {

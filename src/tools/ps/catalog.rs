@@ -770,19 +770,19 @@ static ETCD_FLAGS: &[Flag] = &[
     },
 ];
 
-/// klab-store takes etcd's flag names; its defaults are klab's own, so none are claimed here.
+/// klab-store takes etcd's flag names and etcd's defaults (see `StoreArgs` in cli.rs).
 static KLAB_STORE_FLAGS: &[Flag] = &[
     Flag {
         name: "advertise-client-urls",
         boolean: false,
-        default: None,
+        default: Some("http://localhost:2379"),
         meaning: "The client URLs the store tells its clients to use, as etcd's flag.",
         security: None,
     },
     Flag {
         name: "auto-compaction-retention",
         boolean: false,
-        default: None,
+        default: Some("0"),
         meaning: "How much key history to keep before compacting it away, as etcd's flag.",
         security: None,
     },
@@ -796,7 +796,7 @@ static KLAB_STORE_FLAGS: &[Flag] = &[
     Flag {
         name: "client-cert-auth",
         boolean: true,
-        default: None,
+        default: Some("false"),
         meaning: "Requires clients to show a certificate signed by --trusted-ca-file.",
         security: Some(
             "without it anyone who reaches the port reads and writes the whole cluster state",
@@ -819,7 +819,7 @@ static KLAB_STORE_FLAGS: &[Flag] = &[
     Flag {
         name: "listen-client-urls",
         boolean: false,
-        default: None,
+        default: Some("http://localhost:2379"),
         meaning: "The URLs the store listens on for clients such as the API server.",
         security: Some("http:// or a public address exposes the whole cluster state"),
     },
@@ -833,7 +833,7 @@ static KLAB_STORE_FLAGS: &[Flag] = &[
     Flag {
         name: "name",
         boolean: false,
-        default: None,
+        default: Some("default"),
         meaning: "The member's human-readable name, as etcd's flag.",
         security: None,
     },
