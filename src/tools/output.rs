@@ -62,8 +62,16 @@ mod tests {
     fn table_aligns_columns_three_spaces_apart() {
         let mut out = Vec::new();
         let rows = vec![
-            vec!["gf1".to_string(), "Ready".to_string(), "v1.32.3".to_string()],
-            vec!["worker-long".to_string(), "NotReady".to_string(), "".to_string()],
+            vec![
+                "gf1".to_string(),
+                "Ready".to_string(),
+                "v1.32.3".to_string(),
+            ],
+            vec![
+                "worker-long".to_string(),
+                "NotReady".to_string(),
+                "".to_string(),
+            ],
         ];
         write_table(&mut out, &["NAME", "STATUS", "VERSION"], &rows).unwrap();
         assert_eq!(
