@@ -303,6 +303,10 @@ async fn ensure(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let exists = state.store.get(&res.key(ns, &name)).await;
+    if matches!(exists, Ok(Some(_))) {
+        return Ok(());
+    }
     let mut obj = obj;
     obj["apiVersion"] = res.api_version().into();
     obj["kind"] = res.kind.into();

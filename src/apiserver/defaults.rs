@@ -136,7 +136,12 @@ pub fn on_create(kind: &str, v: &mut Value) {
         }
         "Secret" => {
             if let Some(m) = v.as_object_mut() {
-                default(m, "type", "Opaque".into());
+                if m.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    m.insert("type".into(), "Opaque".into());
+                }
             }
             secret_string_data(v);
         }

@@ -5,14 +5,14 @@
 //! names, categories and subresources) and `healthz`: `/healthz`, `/livez`, `/readyz` and their
 //! `?verbose` listings and per-check paths (`/readyz/etcd`). Aggregated discovery
 //! (`apidiscovery.k8s.io/v2`) is not built: clients that ask for it get the legacy documents
-//! and fall back, as client-go does. OpenAPI (`/openapi/v2`, `/openapi/v3`) is not built.
+//! and fall back, as client-go does. `/openapi/v3` lists operations without schemas ([`openapi`]); `/openapi/v2` is not built.
 
 use serde_json::{Value, json};
 
-use super::State;
 use super::handler::{Resp, full, json as json_resp};
 use super::request::{Query, RequestInfo};
 use super::status::ApiError;
+use super::{State, openapi};
 use crate::api::resources::{RESOURCES, groups};
 
 /// The Kubernetes version klab's API follows (its resource set and semantics).
@@ -176,6 +176,11 @@ pub async fn non_resource(
         ["apis", g, v] => json_resp(
             200,
             &resource_list(g, v).ok_or_else(ApiError::page_not_found)?,
+        ),
+        ["openapi", "v3"] => json_resp(200, &openapi::index()),
+        ["openapi", "v3", rest @ ..] => json_resp(
+            200,
+            &openapi::document(&rest.join("/")).ok_or_else(ApiError::page_not_found)?,
         ),
         _ => {
             let mut e = ApiError::page_not_found();

@@ -16,6 +16,7 @@ pub mod bootstrap;
 pub mod defaults;
 pub mod discovery;
 pub mod handler;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;

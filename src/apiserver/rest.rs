@@ -448,9 +448,32 @@ async fn check_namespace(state: &State, ns: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `fieldValidation=Strict`, as far as [`super::openapi::strict`] knows the fields.
+fn check_strict(ctx: &Ctx, res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    if ctx.query.get("fieldValidation").map(String::as_str) != Some("Strict") {
+        return Ok(());
+    }
+    let unknown = super::openapi::strict::unknown_fields(res.kind, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+        res.kind,
+        res.version,
+        res.kind,
+        list.join(", ")
+    )))
+}
+
 async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
     let mut obj = body::decode(ctx.content_type(), &ctx.body)?;
     check_type(res, &mut obj)?;
+    check_strict(ctx, res, &obj)?;
     let ns = ctx.info.namespace.clone();
     if res.namespaced {
         let body_ns = meta_str(&obj, "namespace");
@@ -652,6 +675,7 @@ async fn update(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
     let info = &ctx.info;
     let mut obj = body::decode(ctx.content_type(), &ctx.body)?;
     check_type(res, &mut obj)?;
+    check_strict(ctx, res, &obj)?;
     let body_name = meta_str(&obj, "name");
     if !body_name.is_empty() && body_name != info.name {
         return Err(ApiError::bad_request(format!(
@@ -684,6 +708,7 @@ async fn patch_object(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
         let mut patched = patch::apply(kind, &current.value, &ctx.body)?;
         body::prune_nulls(&mut patched);
         check_type(res, &mut patched)?;
+        check_strict(ctx, res, &patched)?;
         let rv = meta_str(&patched, "resourceVersion").to_owned();
         if !rv.is_empty() && rv != current.mod_revision.to_string() {
             return Err(ApiError::conflict(&target(res, &info.name)));
