@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use super::authn::UserInfo;
@@ -114,14 +114,31 @@ fn authenticate(state: &State, peer: &Peer, headers: &HeaderMap) -> Result<UserI
     }
 }
 
-async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+/// Reads the body, refusing more than [`MAX_BODY`] with 413. An oversized body is still
+/// drained (up to a bound) before answering, so HTTP/2 clients see the Status rather than a
+/// reset stream.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&data);
+        }
     }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large());
+    }
+    Ok(buf.freeze())
 }
 
 fn log_verb(info: &RequestInfo, method: &Method) -> String {

@@ -14,6 +14,7 @@ pub mod authz;
 pub mod body;
 pub mod bootstrap;
 pub mod defaults;
+pub mod devpki;
 pub mod discovery;
 pub mod handler;
 pub mod openapi;
