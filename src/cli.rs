@@ -268,6 +268,32 @@ pub struct ApiserverArgs {
 pub enum BenchCommand {
     /// Put, range and watch latency of klab-store beside real etcd
     Store(BenchStoreArgs),
+    /// Create, get, list and watch fan-out through kube-apiserver, on klab-store and on etcd
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// The etcd binary to start beside klab-store (the API server runs on each in turn)
+    #[arg(long, value_name = "PATH", default_value = "etcd")]
+    pub etcd: PathBuf,
+    /// Pods to create (and then get) in the create/get rows
+    #[arg(long, default_value_t = 1000)]
+    pub creates: usize,
+    /// Concurrent clients for create and get
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Object counts for the list rows (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub list_sizes: Vec<usize>,
+    /// Concurrent watchers in the fan-out row
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Objects written while the watchers watch
+    #[arg(long, default_value_t = 100)]
+    pub watch_events: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

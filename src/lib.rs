@@ -41,5 +41,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {
             tools::bench::store::run(args, &mut out)
         }
+        cli::Command::Bench(cli::BenchCommand::Api(args)) => tools::bench::api::run(args, &mut out),
     }
 }

@@ -330,10 +330,13 @@ pub async fn collect(
     };
     let filtering = !o.labels.is_empty() || !o.fields.is_empty();
     let mut items = Vec::new();
+    // Unlimited lists are still read from etcd in chunks at one revision: one huge range
+    // response would exceed gRPC's message size limit.
+    let chunk = if o.limit > 0 { o.limit } else { 500 };
     loop {
         let page = match state
             .store
-            .list(&prefix, Some(&start), o.limit, revision)
+            .list(&prefix, Some(&start), chunk, revision)
             .await
         {
             Err(StorageError::Compacted(_)) if o.cont.is_some() => {
@@ -372,7 +375,7 @@ pub async fn collect(
                 });
             }
         }
-        if !page.more || o.limit == 0 {
+        if !page.more {
             return Ok(Listed {
                 items,
                 revision,
