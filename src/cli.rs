@@ -60,6 +60,8 @@ pub enum Command {
     Ps(PsArgs),
     /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
     Store(Box<StoreArgs>),
+    /// Run kube-apiserver, the Kubernetes REST API over HTTPS (also started as `kube-apiserver`)
+    Apiserver(Box<ApiserverArgs>),
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -248,10 +250,94 @@ pub struct StoreIgnoredArgs {
     pub experimental_initial_corrupt_check: Option<String>,
 }
 
+/// kube-apiserver's flags: upstream's names with upstream's meaning (a subset).
+#[derive(Debug, Clone, Args)]
+pub struct ApiserverArgs {
+    /// The port to serve HTTPS with authentication and authorization on
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address to listen on for --secure-port
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// The IP address on which to advertise the apiserver to members of the cluster
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<String>,
+    /// File containing the default x509 certificate for HTTPS
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: PathBuf,
+    /// File containing the default x509 private key matching --tls-cert-file
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: PathBuf,
+    /// Client certificates signed by this CA authenticate as CN (user) and O (groups)
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens: CSV lines token,user,uid,"group1,group2"
+    #[arg(long, value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// Allow anonymous requests as system:anonymous (klab's default is false; upstream's is true)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    pub anonymous_auth: bool,
+    /// Ordered list of authorizers: AlwaysAllow, AlwaysDeny, RBAC, Node (comma-separated)
+    #[arg(
+        long,
+        value_name = "MODES",
+        value_delimiter = ',',
+        default_value = "AlwaysAllow"
+    )]
+    pub authorization_mode: Vec<String>,
+    /// etcd servers to connect to (scheme://ip:port, comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',', required = true)]
+    pub etcd_servers: Vec<String>,
+    /// SSL Certificate Authority file used to secure etcd communication
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// SSL certification file used to secure etcd communication
+    #[arg(long, value_name = "FILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// SSL key file used to secure etcd communication
+    #[arg(long, value_name = "FILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// A CIDR notation IP range from which to assign service cluster IPs
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// A port range to reserve for services with NodePort visibility
+    #[arg(long, value_name = "RANGE", default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Legacy plain-HTTP port on 127.0.0.1 with NO authentication or authorization (0 = off)
+    #[arg(long, default_value_t = 0)]
+    pub insecure_port: u16,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Put, range and watch latency of klab-store beside real etcd
     Store(BenchStoreArgs),
+    /// Create, get, list and watch fan-out through kube-apiserver, on klab-store and on etcd
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// The etcd binary to start beside klab-store (the API server runs on each in turn)
+    #[arg(long, value_name = "PATH", default_value = "etcd")]
+    pub etcd: PathBuf,
+    /// Pods to create (and then get) in the create/get rows
+    #[arg(long, default_value_t = 1000)]
+    pub creates: usize,
+    /// Concurrent clients for create and get
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Object counts for the list rows (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub list_sizes: Vec<usize>,
+    /// Concurrent watchers in the fan-out row
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Objects written while the watchers watch
+    #[arg(long, default_value_t = 100)]
+    pub watch_events: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

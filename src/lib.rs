@@ -15,12 +15,15 @@
 //! - [`runtime`]: the node's container runtime as the kubelet sees it: a CRI v1 client, a
 //!   containerd started with klab's config, the CNI bridge, local images.
 //! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
+//! - [`apiserver`]: kube-apiserver, the Kubernetes REST API over HTTPS, storing objects in
+//!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
 //! this map, with the invariants that hold between the modules.
 
 pub mod api;
+pub mod apiserver;
 pub mod cli;
 pub mod kubeconfig;
 pub mod pki;
@@ -37,8 +40,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
         cli::Command::Store(args) => Ok(store::run(*args)?),
+        cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {
             tools::bench::store::run(args, &mut out)
         }
+        cli::Command::Bench(cli::BenchCommand::Api(args)) => tools::bench::api::run(args, &mut out),
     }
 }

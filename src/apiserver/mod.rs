@@ -1,0 +1,143 @@
+//! kube-apiserver: the Kubernetes REST API over HTTPS, storing objects in etcd.
+//!
+//! Mirrors `k8s.io/kubernetes/cmd/kube-apiserver` in miniature: flags as upstream, HTTPS with
+//! client certificates, an authentication chain, authorizers (AlwaysAllow, RBAC, Node),
+//! generic REST storage over the etcd v3 API with watch, discovery, Table output and health
+//! checks. Objects are JSON values shaped as the upstream types; see the book chapter for what
+//! is not built yet (admission plugins, OpenAPI, server-side apply, protobuf beyond a few kinds).
+//!
+//! The request path, outside in: [`server`] (TLS, connections) → [`handler`] (authn, authz,
+//! routing, the log line) → [`rest`] (verbs) → [`storage`] (etcd).
+
+pub mod authn;
+pub mod authz;
+pub mod body;
+pub mod bootstrap;
+pub mod defaults;
+pub mod devpki;
+pub mod discovery;
+pub mod handler;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod request;
+pub mod rest;
+pub mod review;
+pub mod server;
+pub mod status;
+pub mod storage;
+pub mod table;
+pub mod tls;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::cli::ApiserverArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiserverError {
+    #[error("starting the async runtime")]
+    StartRuntime(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    TokenFile(#[from] authn::TokenFileError),
+    #[error("connecting to the store")]
+    Storage(#[from] storage::StorageError),
+    #[error("invalid --authorization-mode {0:?}: expected AlwaysAllow, AlwaysDeny, RBAC or Node")]
+    AuthorizationMode(String),
+    #[error("invalid --service-cluster-ip-range {0:?}: expected an IPv4 CIDR such as 10.96.0.0/12")]
+    ServiceRange(String),
+    #[error("invalid --service-node-port-range {0:?}: expected LOW-HIGH such as 30000-32767")]
+    NodePortRange(String),
+    #[error("writing the default objects (namespaces, RBAC roles, the kubernetes service)")]
+    Bootstrap(#[source] bootstrap::BootstrapError),
+    #[error("listening on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct State {
+    pub store: storage::Store,
+    pub tokens: HashMap<String, authn::UserInfo>,
+    pub anonymous: bool,
+    pub authorizers: Vec<authz::Mode>,
+    pub client_certs: Option<tls::ClientCerts>,
+    /// The service IP range: network address and prefix length.
+    pub service_range: (Ipv4Addr, u8),
+    pub node_ports: (u16, u16),
+    pub advertise: String,
+    pub secure_port: u16,
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, bits) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    (bits <= 30).then_some((ip, bits))
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Runs the API server until SIGINT or SIGTERM.
+pub fn run(args: ApiserverArgs) -> Result<(), ApiserverError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ApiserverError::StartRuntime)?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
+    let authorizers = args
+        .authorization_mode
+        .iter()
+        .map(|m| authz::Mode::parse(m).ok_or_else(|| ApiserverError::AuthorizationMode(m.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let service_range = parse_cidr(&args.service_cluster_ip_range)
+        .ok_or_else(|| ApiserverError::ServiceRange(args.service_cluster_ip_range.clone()))?;
+    let node_ports = parse_port_range(&args.service_node_port_range)
+        .ok_or_else(|| ApiserverError::NodePortRange(args.service_node_port_range.clone()))?;
+    let (tls, client_certs) = tls::server_config(
+        &args.tls_cert_file,
+        &args.tls_private_key_file,
+        args.client_ca_file.as_deref(),
+    )?;
+    let tokens = match &args.token_auth_file {
+        Some(p) => authn::load_tokens(p)?,
+        None => HashMap::new(),
+    };
+    let store = storage::Store::connect(&args).await?;
+    let advertise = args.advertise_address.clone().unwrap_or_else(|| {
+        if args.bind_address == "0.0.0.0" {
+            "127.0.0.1".into()
+        } else {
+            args.bind_address.clone()
+        }
+    });
+    let state = Arc::new(State {
+        store,
+        tokens,
+        anonymous: args.anonymous_auth,
+        authorizers,
+        client_certs,
+        service_range,
+        node_ports,
+        advertise,
+        secure_port: args.secure_port,
+    });
+    bootstrap::run(&state)
+        .await
+        .map_err(ApiserverError::Bootstrap)?;
+    server::serve(state, &args, tls).await
+}

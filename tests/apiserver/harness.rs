@@ -1,0 +1,239 @@
+//! Starting a store (etcd or klab-store) and `klab apiserver` as real processes on loopback,
+//! with a throwaway PKI and kubeconfig, and driving them with real kubectl and curl.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use klab::apiserver::devpki::{self, Client};
+
+/// Finds a tool; missing under `CI` is a failure, elsewhere a skip with a reason.
+pub fn require(tool: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required under CI but not on PATH"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited with {status} before listening: {err}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Which store the API server runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Etcd,
+    KlabStore,
+}
+
+/// A store, an API server, a PKI and a kubeconfig.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub etcd_endpoint: String,
+    pub kubeconfig: PathBuf,
+    pub log: PathBuf,
+    _store: Proc,
+    _apiserver: Proc,
+}
+
+fn start_store(backend: Backend, dir: &Path) -> Option<(Proc, String)> {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut child = match backend {
+        Backend::Etcd => {
+            let bin = require("etcd")?;
+            let peer = format!("http://127.0.0.1:{}", free_port());
+            Command::new(bin)
+                .arg("--name=t")
+                .arg(format!("--data-dir={}", dir.join("etcd").display()))
+                .arg(format!("--listen-client-urls={endpoint}"))
+                .arg(format!("--advertise-client-urls={endpoint}"))
+                .arg(format!("--listen-peer-urls={peer}"))
+                .arg(format!("--initial-advertise-peer-urls={peer}"))
+                .arg(format!("--initial-cluster=t={peer}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }
+        Backend::KlabStore => Command::new(env!("CARGO_BIN_EXE_klab"))
+            .arg("store")
+            .arg(format!("--data-dir={}", dir.join("store").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    wait_port(port, &mut child, "the store");
+    Some((Proc(child), endpoint))
+}
+
+pub const USERS: &[&str] = &["admin", "alice"];
+
+impl Cluster {
+    /// Starts everything, or `None` (a printed skip) when a needed tool is missing outside CI.
+    pub fn start(backend: Backend, extra: &[&str]) -> Option<Cluster> {
+        let dir = tempfile::tempdir().unwrap();
+        devpki::write_pki(
+            dir.path(),
+            &[
+                Client {
+                    user: "admin",
+                    groups: &["system:masters"],
+                },
+                Client {
+                    user: "alice",
+                    groups: &["dev"],
+                },
+            ],
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tokens.csv"),
+            "s3cret,tina,1001,\"dev,ops\"\n",
+        )
+        .unwrap();
+        let (store, etcd_endpoint) = start_store(backend, dir.path())?;
+        let port = free_port();
+        let log = dir.path().join("apiserver.log");
+        let d = dir.path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_klab"))
+            .arg("apiserver")
+            .arg(format!("--secure-port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--tls-cert-file={}",
+                d.join("apiserver.crt").display()
+            ))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                d.join("apiserver.key").display()
+            ))
+            .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                d.join("tokens.csv").display()
+            ))
+            .arg(format!("--etcd-servers={etcd_endpoint}"))
+            .arg("--authorization-mode=Node,RBAC")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_port(port, &mut child, "kube-apiserver");
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = devpki::write_kubeconfig(d, &url, USERS).unwrap();
+        Some(Cluster {
+            dir,
+            url,
+            etcd_endpoint,
+            kubeconfig,
+            log,
+            _store: store,
+            _apiserver: Proc(child),
+        })
+    }
+
+    pub fn path(&self, f: &str) -> String {
+        self.dir.path().join(f).display().to_string()
+    }
+
+    /// Runs kubectl (the given binary) against this cluster.
+    pub fn kubectl_with(&self, bin: &Path, args: &[&str]) -> Output {
+        Command::new(bin)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// curl as `user` (a client certificate name, or `None` for no credentials), returning
+    /// the status code and body.
+    pub fn curl(
+        &self,
+        user: Option<&str>,
+        method: &str,
+        path: &str,
+        ctype: &str,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .arg("--cacert")
+            .arg(self.path("ca.crt"));
+        if let Some(u) = user {
+            cmd.arg("--cert").arg(self.path(&format!("{u}.crt")));
+            cmd.arg("--key").arg(self.path(&format!("{u}.key")));
+        }
+        if let Some(b) = body {
+            let f = self.dir.path().join("body.bin");
+            std::fs::write(&f, b).unwrap();
+            cmd.arg("-H").arg(format!("Content-Type: {ctype}"));
+            cmd.arg("--data-binary").arg(format!("@{}", f.display()));
+        }
+        let out = cmd.arg(format!("{}{path}", self.url)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+/// The text of a command's output, stdout then stderr.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "command failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
