@@ -9,6 +9,7 @@
 //! - [`cli`]: clap definitions and the multi-call argv mapping; no logic.
 //! - [`tools`]: what a learner runs (`certs`, `ps`, …). Tools look from the outside: they read
 //!   kubeconfigs, certificates, `/proc` and the API, never a component's internals.
+//! - [`client`]: the kube-rs client every component builds from its `--kubeconfig`.
 //! - [`kubeconfig`]: loading, merging and resolving kubeconfigs the way kubectl does.
 //! - [`pki`]: reading X.509 certificates and private keys and saying what they mean to the
 //!   API server (user, groups, chain, expiry).
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod client;
 pub mod kubeconfig;
 pub mod pki;
 pub mod runtime;
