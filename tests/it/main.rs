@@ -4,6 +4,7 @@
 //! Tests that need a program CI installs call [`require`]: under CI (`CI` set) a missing
 //! program fails the test; on a developer machine it skips with a note.
 
+mod apiserver;
 mod book;
 mod certs;
 mod ps;

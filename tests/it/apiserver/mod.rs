@@ -5,16 +5,14 @@
 //! need `etcd`, `kubectl` or `curl` fail when they are missing and `CI` is set; elsewhere they
 //! skip with a printed reason.
 
-mod apiserver {
-    pub mod harness;
-}
+pub mod harness;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::harness::{Backend, Cluster, ok, require, text};
+use harness::{Backend, Cluster, ok, require, text};
 use serde_json::Value;
 
 /// Every kubectl on PATH: `kubectl`, and versioned `kubectl.1.NN` where the image has them.
@@ -712,7 +710,7 @@ fn tokens_anonymous_and_insecure_port() {
     if require("curl").is_none() || require("kubectl").is_none() {
         return;
     }
-    let insecure = apiserver::harness::free_port();
+    let insecure = harness::free_port();
     let flag = format!("--insecure-port={insecure}");
     let Some(c) = Cluster::start(Backend::KlabStore, &["--anonymous-auth=true", &flag]) else {
         return;

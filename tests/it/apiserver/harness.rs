@@ -2,37 +2,14 @@
 //! with a throwaway PKI and kubeconfig, and driving them with real kubectl and curl.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use klab::apiserver::devpki::{self, Client};
 
-/// Finds a tool; missing under `CI` is a failure, elsewhere a skip with a reason.
-pub fn require(tool: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required under CI but not on PATH"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::{free_port, require};
 
 fn wait_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
