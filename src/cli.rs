@@ -58,6 +58,8 @@ pub enum Command {
     Certs(CertsCommand),
     /// Show the cluster's processes the way `ps auxww` shows them on a node, with their flags
     Ps(PsArgs),
+    /// Talk to an API server (or etcd) the way curl and kubectl do, and explain every step
+    Probe(ProbeArgs),
     /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
     Store(Box<StoreArgs>),
     /// Run kube-apiserver, the Kubernetes REST API over HTTPS (also started as `kube-apiserver`)
@@ -136,6 +138,39 @@ pub struct CheckExpirationArgs {
     /// Where admin.conf and the other kubeconfigs live (default: the PKI folder's parent)
     #[arg(long, value_name = "DIR")]
     pub kubeconfig_dir: Option<PathBuf>,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, merged as kubectl does, else ~/.kube/config)
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context)
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The server URL (default: the context's cluster server)
+    #[arg(long, short = 's', value_name = "URL")]
+    pub server: Option<String>,
+    /// A CA certificate file to trust instead of the kubeconfig's (with --server, like curl's --cacert)
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate file (like curl's --cert)
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key file (like curl's --key)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The name to check the server's certificate against, as kubectl's --tls-server-name
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Do not verify the server's certificate (and say so), as kubectl's flag
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// Log each request as kubectl --v does: 6 for one line each, 8 with headers and bodies
+    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 0)]
+    pub verbosity: u8,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
 }

@@ -41,6 +41,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
+        cli::Command::Probe(args) => tools::probe::run(args, &mut out),
         cli::Command::Store(args) => Ok(store::run(*args)?),
         cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {

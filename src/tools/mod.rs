@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod certs;
 pub mod output;
+pub mod probe;
 pub mod ps;

@@ -54,9 +54,9 @@ fn extract_is_byte_identical_to_the_seed_pipeline() {
     }
 }
 
-struct Etcd {
-    child: Child,
-    url: String,
+pub struct Etcd {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Drop for Etcd {
@@ -68,7 +68,7 @@ impl Drop for Etcd {
 
 /// A real etcd on loopback that serves TLS with the fixture server cert and accepts only
 /// clients whose certificates the fixture cluster CA signed.
-fn start_etcd(etcd: &Path, dir: &Path) -> Etcd {
+pub fn start_etcd(etcd: &Path, dir: &Path) -> Etcd {
     let (client, peer) = (free_port(), free_port());
     let url = format!("https://127.0.0.1:{client}");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
