@@ -60,6 +60,8 @@ pub enum Command {
     Ps(PsArgs),
     /// Talk to an API server (or etcd) the way curl and kubectl do, and explain every step
     Probe(ProbeArgs),
+    /// Show where the control plane and the cluster services run, as `kubectl cluster-info`
+    ClusterInfo(ClusterInfoArgs),
     /// Run klab-store, the cluster's etcd v3-compatible store (also started as `klab-store`)
     Store(Box<StoreArgs>),
     /// Run kube-apiserver, the Kubernetes REST API over HTTPS (also started as `kube-apiserver`)
@@ -140,6 +142,15 @@ pub struct CheckExpirationArgs {
     pub kubeconfig_dir: Option<PathBuf>,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterInfoArgs {
+    #[command(flatten)]
+    pub kubeconfig: KubeconfigArgs,
+    /// The namespace of the cluster services, as kubectl's -n (default kube-system)
+    #[arg(short, long, default_value = "kube-system")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,16 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
         cli::Command::Probe(args) => tools::probe::run(args, &mut out),
+        cli::Command::ClusterInfo(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let kc = args.kubeconfig;
+            Ok(rt.block_on(tools::cluster_info::cluster_info(
+                kc.kubeconfig.as_deref(),
+                kc.context.as_deref(),
+                &args.namespace,
+                &mut out,
+            ))?)
+        }
         cli::Command::Store(args) => Ok(store::run(*args)?),
         cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {

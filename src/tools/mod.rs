@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod cluster_info;
 pub mod output;
 pub mod probe;
 pub mod ps;

@@ -7,6 +7,7 @@
 mod apiserver;
 mod book;
 mod certs;
+mod cluster_info;
 mod probe;
 mod ps;
 mod real;
