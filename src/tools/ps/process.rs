@@ -49,7 +49,10 @@ impl Process {
         {
             return catalog::find(sub);
         }
-        // `containerd-shim-runc-v2` is also reported as `containerd-shim` by old ps builds.
+        // klab's own pause image runs busybox's `sleep 2147483647` (no registry, no /pause binary).
+        if self.argv.len() == 2 && argv0 == "sleep" && self.argv[1] == "2147483647" {
+            return catalog::find("pause");
+        }
         catalog::find(argv0.trim_end_matches(':'))
     }
 
@@ -202,5 +205,7 @@ mod tests {
         assert_eq!(p.component().unwrap().name, "kube-apiserver");
         assert_eq!(p.effective("secure-port"), Effective::Given("6443".into()));
         assert!(proc("bash").component().is_none());
+        assert_eq!(proc("sleep 2147483647").component().unwrap().name, "pause");
+        assert!(proc("sleep 5").component().is_none());
     }
 }
