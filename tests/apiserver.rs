@@ -773,3 +773,37 @@ fn tokens_anonymous_and_insecure_port() {
             .contains("NO authentication")
     );
 }
+
+/// The Python `kubernetes` client: `$KLAB_PYTHON` (default `python3`) must import it.
+#[test]
+fn python_client() {
+    let python = std::env::var("KLAB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_client = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_client {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} cannot import kubernetes under CI (pip install kubernetes, set KLAB_PYTHON)"
+        );
+        eprintln!(
+            "skipping: {python} cannot import kubernetes (set KLAB_PYTHON to a venv's python)"
+        );
+        return;
+    }
+    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/apiserver/python_client.py"
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(&c.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
+}

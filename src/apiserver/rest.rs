@@ -430,8 +430,16 @@ fn check_type(res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             )));
         }
     }
-    obj["apiVersion"] = want_av.into();
-    obj["kind"] = res.kind.into();
+    // apiVersion and kind first, as upstream serializes every object.
+    let mut out = serde_json::Map::new();
+    out.insert("apiVersion".into(), want_av.into());
+    out.insert("kind".into(), res.kind.into());
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        out.append(m);
+    }
+    *obj = Value::Object(out);
     Ok(())
 }
 
