@@ -831,3 +831,69 @@ fn python_client() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
 }
+
+/// The scheduler's write: `pods/binding` sets spec.nodeName once; a second bind is a 409.
+#[test]
+fn binding_assigns_a_node_once() {
+    if require("curl").is_none() {
+        return;
+    }
+    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod =
+        br#"{"metadata":{"name":"b"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_eq!(
+        c.curl(Some("admin"), "POST", pods, "application/json", Some(pod))
+            .0,
+        201
+    );
+    let bind = br#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"b"},"target":{"kind":"Node","name":"node-1"}}"#;
+    let (code, body) = c.curl(
+        Some("admin"),
+        "POST",
+        &format!("{pods}/b/binding"),
+        "application/json",
+        Some(bind),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (_, body) = c.curl(Some("admin"), "GET", &format!("{pods}/b"), "", None);
+    let p = status(&body);
+    assert_eq!(p["spec"]["nodeName"], "node-1");
+    assert_eq!(p["status"]["conditions"][0]["type"], "PodScheduled");
+    assert_status(
+        c.curl(
+            Some("admin"),
+            "POST",
+            "/api/v1/namespaces/default/bindings",
+            "application/json",
+            Some(bind),
+        ),
+        409,
+        "Conflict",
+    );
+    // Bound pods are deleted gracefully: the kubelet finishes the job.
+    let (code, body) = c.curl(Some("admin"), "DELETE", &format!("{pods}/b"), "", None);
+    assert_eq!(code, 200);
+    assert!(
+        status(&body)["metadata"]["deletionTimestamp"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        c.curl(
+            Some("admin"),
+            "DELETE",
+            &format!("{pods}/b?gracePeriodSeconds=0"),
+            "",
+            None
+        )
+        .0,
+        200
+    );
+    assert_status(
+        c.curl(Some("admin"), "GET", &format!("{pods}/b"), "", None),
+        404,
+        "NotFound",
+    );
+}

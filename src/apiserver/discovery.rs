@@ -61,6 +61,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
                     json!(["get", "patch", "update"]),
                 ),
                 "finalize" => (r.kind, "", "", json!(["update"])),
+                "binding" => ("Binding", "", "", json!(["create"])),
                 _ => (r.kind, "", "", json!(["get", "patch", "update"])),
             };
             let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});

@@ -139,6 +139,11 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
             info.verb, res.plural
         )));
     }
+    if res.plural == "bindings" && info.verb == "create" {
+        let b = body::decode(ctx.content_type(), &ctx.body)?;
+        let pod = meta_str(&b, "name").to_owned();
+        return bind(&ctx, &pod, &b).await;
+    }
     if !res.is_stored() {
         return review::create(&ctx, res).await;
     }
@@ -152,6 +157,10 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
         ("list", "") => list(&ctx, res).await,
         ("watch", "") => watch::serve(&ctx, res).await,
         ("create", "") => create(&ctx, res).await,
+        ("create", "binding") => {
+            let b = body::decode(ctx.content_type(), &ctx.body)?;
+            bind(&ctx, &info.name, &b).await
+        }
         ("update", "scale") | ("patch", "scale") => scale_write(&ctx, res).await,
         ("update", _) => update(&ctx, res).await,
         ("patch", _) => patch_object(&ctx, res).await,
@@ -736,6 +745,72 @@ async fn patch_object(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
         }
     }
     Err(ApiError::conflict(&target(res, &info.name)))
+}
+
+/// Binds a pod to a node, as the scheduler does (`pods/binding` or `bindings`): sets
+/// `spec.nodeName` once and records the PodScheduled condition. Mirrors upstream's
+/// `BindingREST`: a pod already bound, or being deleted, is a 409 Conflict.
+async fn bind(ctx: &Ctx, pod: &str, binding: &Value) -> Result<Resp, ApiError> {
+    let pods = resources::find("", "v1", "pods").expect("pods is in the table");
+    let ns = &ctx.info.namespace;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if node.is_empty() || pod.is_empty() {
+        return Err(ApiError::invalid(
+            "Binding",
+            &target(pods, pod),
+            &[("target.name".into(), "Required value".into())],
+        ));
+    }
+    let key = pods.key(ns, pod);
+    for _ in 0..5 {
+        let current = fetch(&ctx.state, pods, ns, pod).await?;
+        let mut obj = current.value.clone();
+        let bound = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if bound {
+            let on = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut e = ApiError::conflict(&target(pods, pod));
+            e.message = format!(
+                "Operation cannot be fulfilled on pods/binding \"{pod}\": pod {pod} is already assigned to node \"{on}\""
+            );
+            return Err(e);
+        }
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            let mut e = ApiError::conflict(&target(pods, pod));
+            e.message = format!(
+                "Operation cannot be fulfilled on pods/binding \"{pod}\": pod {pod} is being deleted, cannot be assigned to a host"
+            );
+            return Err(e);
+        }
+        obj["spec"]["nodeName"] = node.clone().into();
+        let mut conditions: Vec<Value> = obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
+        obj["status"]["conditions"] = conditions.into();
+        if let Written::Ok(_) = ctx
+            .state
+            .store
+            .update(&key, &obj, current.mod_revision)
+            .await?
+        {
+            let ok = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            return Ok(json_resp(201, &ok));
+        }
+    }
+    Err(ApiError::conflict(&target(pods, pod)))
 }
 
 /// A Scale object for deployments and replicasets, as `kubectl scale` reads and writes.
