@@ -207,6 +207,20 @@ fn kubectl_scenario(c: &Cluster, k: &std::path::Path) {
     assert_eq!(ok(kc(&["auth", "can-i", "create", "pods"])).trim(), "yes");
     let denied = kc(&["--context", "alice", "auth", "can-i", "create", "pods"]);
     assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+    // Impersonation needs the impersonate verb; admin has it, alice does not.
+    let as_alice = kc(&["auth", "can-i", "create", "pods", "--as=alice"]);
+    assert_eq!(String::from_utf8_lossy(&as_alice.stdout).trim(), "no");
+    let escalate = kc(&["--context", "alice", "get", "pods", "--as=admin"]);
+    assert!(
+        text(&escalate).contains("cannot impersonate resource \"users\""),
+        "{}",
+        text(&escalate)
+    );
+    let list = ok(kc(&["--context", "alice", "auth", "can-i", "--list"]));
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
     let forbidden = kc(&["--context", "alice", "get", "pods", "-n", "team-a"]);
     assert!(
         text(&forbidden).contains("User \"alice\" cannot list resource \"pods\""),

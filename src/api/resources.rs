@@ -117,7 +117,10 @@ pub static RESOURCES: &[Resource] = &[
     res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", [], true, STORED, [], [], "/registry/roles", false),
     res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", [], true, STORED, [], [], "/registry/rolebindings", false),
     res!("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", [], false, CREATE_ONLY, [], [], "", false),
+    res!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", [], false, CREATE_ONLY, [], [], "", false),
     res!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", [], false, CREATE_ONLY, [], [], "", false),
+    res!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", [], false, CREATE_ONLY, [], [], "", false),
+    res!("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", [], false, CREATE_ONLY, [], [], "", false),
 ];
 
 /// Finds a resource by group, version and plural name.

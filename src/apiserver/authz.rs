@@ -201,6 +201,31 @@ async fn bound_rules(state: &State, binding: &Value, ns: &str) -> Vec<Value> {
     }
 }
 
+/// Every RBAC rule granted to `user` cluster-wide and in `namespace` (if not empty), as
+/// SelfSubjectRulesReview reports them.
+pub async fn rules_for(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    let mut prefixes = vec![("/registry/clusterrolebindings/".to_owned(), String::new())];
+    if !namespace.is_empty() {
+        prefixes.push((
+            format!("/registry/rolebindings/{namespace}/"),
+            namespace.to_owned(),
+        ));
+    }
+    let mut rules = Vec::new();
+    for (prefix, ns) in prefixes {
+        let Ok(page) = state.store.list(&prefix, None, 0, 0).await else {
+            continue;
+        };
+        for b in page.items {
+            let subjects = b.value.get("subjects").and_then(Value::as_array);
+            if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, &ns))) {
+                rules.extend(bound_rules(state, &b.value, &ns).await);
+            }
+        }
+    }
+    rules
+}
+
 async fn rbac(state: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     let mut prefixes = vec![("/registry/clusterrolebindings/".to_owned(), String::new())];
     if !info.namespace.is_empty() {

@@ -189,6 +189,60 @@ pub async fn handle(
     resp
 }
 
+/// Impersonation (`kubectl --as=USER --as-group=GROUP`): the requester needs the
+/// `impersonate` verb on `users` and `groups`, as upstream's impersonation filter checks.
+/// `Impersonate-Uid` and `Impersonate-Extra-*` are not built and are refused.
+async fn impersonate(
+    state: &State,
+    user: &UserInfo,
+    headers: &HeaderMap,
+) -> Result<Option<UserInfo>, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let users = values("impersonate-user");
+    let groups = values("impersonate-group");
+    let unsupported = headers
+        .keys()
+        .any(|k| k.as_str() == "impersonate-uid" || k.as_str().starts_with("impersonate-extra-"));
+    if users.is_empty() {
+        if !groups.is_empty() || unsupported {
+            return Err(ApiError::bad_request(
+                "impersonating groups or extra fields requires impersonating a user",
+            ));
+        }
+        return Ok(None);
+    }
+    if unsupported {
+        return Err(ApiError::bad_request(
+            "Impersonate-Uid and Impersonate-Extra-* are not built in klab",
+        ));
+    }
+    let checks = std::iter::once(("users", users[0].clone()))
+        .chain(groups.iter().map(|g| ("groups", g.clone())));
+    for (resource, name) in checks {
+        let info = RequestInfo {
+            is_resource: true,
+            verb: "impersonate".into(),
+            resource: resource.into(),
+            name,
+            ..Default::default()
+        };
+        if let Decision::Deny(why) = authz::authorize(state, user, &info).await {
+            return Err(authz::forbidden(user, &info, &why));
+        }
+    }
+    Ok(Some(UserInfo::authenticated(
+        users[0].clone(),
+        String::new(),
+        groups,
+    )))
+}
+
 async fn route(
     state: &Arc<State>,
     peer: &Peer,
@@ -198,6 +252,8 @@ async fn route(
     headers: HeaderMap,
     body: hyper::body::Incoming,
 ) -> Result<Resp, ApiError> {
+    let impersonated = impersonate(state, user, &headers).await?;
+    let user = impersonated.as_ref().unwrap_or(user);
     if !matches!(peer, Peer::Insecure) {
         if let Decision::Deny(why) = authz::authorize(state, user, info).await {
             return Err(authz::forbidden(user, info, &why));

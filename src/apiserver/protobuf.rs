@@ -274,6 +274,24 @@ const SSAR: &[F] = &[
     ),
     f(3, "status", Msg(SSAR_STATUS)),
 ];
+const RESOURCE_RULE: &[F] = &[
+    rep(1, "verbs", Str),
+    rep(2, "apiGroups", Str),
+    rep(3, "resources", Str),
+    rep(4, "resourceNames", Str),
+];
+const NON_RESOURCE_RULE: &[F] = &[rep(1, "verbs", Str), rep(2, "nonResourceURLs", Str)];
+const SSRR_STATUS: &[F] = &[
+    rep(1, "resourceRules", Msg(RESOURCE_RULE)),
+    rep(2, "nonResourceRules", Msg(NON_RESOURCE_RULE)),
+    f(3, "incomplete", Bool),
+    f(4, "evaluationError", Str),
+];
+const SSRR: &[F] = &[
+    META,
+    f(2, "spec", Msg(&[f(1, "namespace", Str)])),
+    f(3, "status", Msg(SSRR_STATUS)),
+];
 const USER_INFO: &[F] = &[
     f(1, "username", Str),
     f(2, "uid", Str),
@@ -296,6 +314,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SSRR,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
         _ => return None,
     })
