@@ -911,3 +911,25 @@ fn binding_assigns_a_node_once() {
         "NotFound",
     );
 }
+
+/// The API server reaches etcd over mTLS with --etcd-cafile, --etcd-certfile, --etcd-keyfile.
+#[test]
+fn etcd_over_mutual_tls() {
+    if require("curl").is_none() {
+        return;
+    }
+    let Some(c) = Cluster::start(Backend::EtcdTls, &[]) else {
+        return;
+    };
+    assert!(c.etcd_endpoint.starts_with("https://"));
+    let (code, body) = c.curl(Some("admin"), "GET", "/readyz/etcd", "", None);
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, body) = c.curl(
+        Some("admin"),
+        "GET",
+        "/api/v1/namespaces/kube-system",
+        "",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+}
