@@ -396,6 +396,33 @@ fn bad_input_is_refused_with_upstream_status_and_nothing_stored() {
         400,
         "BadRequest",
     );
+    let s = assert_status(
+        c.curl(
+            admin,
+            "POST",
+            cms,
+            json,
+            Some(br#"{"metadata":{"name":"l","labels":{"bad key":"v"}}}"#),
+        ),
+        422,
+        "Invalid",
+    );
+    assert_eq!(s["details"]["causes"][0]["field"], "metadata.labels");
+    let s = assert_status(
+        c.curl(
+            admin,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            json,
+            Some(br#"{"metadata":{"name":"noimage"},"spec":{"containers":[{"name":"c"}]}}"#),
+        ),
+        422,
+        "Invalid",
+    );
+    assert_eq!(
+        s["details"]["causes"][0]["field"],
+        "spec.containers[0].image"
+    );
     assert_status(
         c.curl(admin, "POST", cms, json, Some(br#"{"metadata":{}}"#)),
         422,
@@ -437,7 +464,7 @@ fn bad_input_is_refused_with_upstream_status_and_nothing_stored() {
         413,
         "RequestEntityTooLarge",
     );
-    for name in ["Bad_Name", "x", "k", "big"] {
+    for name in ["Bad_Name", "x", "k", "big", "l"] {
         assert_status(
             c.curl(admin, "GET", &format!("{cms}/{name}"), json, None),
             404,

@@ -569,6 +569,10 @@ pub async fn create_object(
             m.remove("generation");
         }
         defaults::on_create(res.kind, &mut obj);
+        let errs = crate::api::validation::check_object(res.kind, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(res.kind, &target(res, &name), &errs));
+        }
         if res.kind == "Service" {
             super::bootstrap::allocate_service(state, &mut obj).await?;
         }
@@ -659,6 +663,11 @@ async fn write_update(
     current: &Item,
     mut new: Value,
 ) -> Result<Option<Value>, ApiError> {
+    let errs = crate::api::validation::check_object(res.kind, &new);
+    if !errs.is_empty() {
+        let name = meta_str(&new, "name").to_owned();
+        return Err(ApiError::invalid(res.kind, &target(res, &name), &errs));
+    }
     let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
     let finalizers_left = new
         .pointer("/metadata/finalizers")
