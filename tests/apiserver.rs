@@ -960,3 +960,84 @@ fn etcd_over_mutual_tls() {
     );
     assert_eq!(code, 200, "{body}");
 }
+
+/// TokenRequest (`kubectl create token`) with a kubeadm-style RSA key; the token authenticates
+/// as the service account until the service account is deleted.
+#[test]
+fn service_account_tokens() {
+    if require("curl").is_none() || require("kubectl").is_none() || require("openssl").is_none() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = (keys.path().join("sa.key"), keys.path().join("sa.pub"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        key.to_str().unwrap(),
+        "2048",
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let flags = [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let Some(c) = Cluster::start(Backend::KlabStore, &flags) else {
+        return;
+    };
+    let k = PathBuf::from("kubectl");
+    ok(c.kubectl_with(&k, &["create", "serviceaccount", "robot"]));
+    let token = ok(c.kubectl_with(&k, &["create", "token", "robot"]))
+        .trim()
+        .to_owned();
+    assert_eq!(token.split('.').count(), 3);
+    let as_robot = |args: &[&str]| {
+        Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .args([
+                "--server",
+                &c.url,
+                "--certificate-authority",
+                &c.path("ca.crt"),
+                "--token",
+                &token,
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let who = ok(as_robot(&["auth", "whoami"]));
+    assert!(
+        who.contains("system:serviceaccount:default:robot")
+            && who.contains("system:serviceaccounts:default"),
+        "{who}"
+    );
+    assert!(text(&as_robot(&["get", "pods"])).contains("Forbidden"));
+    ok(c.kubectl_with(
+        &k,
+        &[
+            "create",
+            "rolebinding",
+            "robot-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:robot",
+        ],
+    ));
+    assert!(as_robot(&["get", "pods"]).status.success());
+    ok(c.kubectl_with(&k, &["delete", "serviceaccount", "robot"]));
+    assert!(text(&as_robot(&["get", "pods"])).contains("Unauthorized"));
+    let short = c.kubectl_with(&k, &["create", "token", "robot"]);
+    assert!(text(&short).contains("NotFound") || text(&short).contains("not found"));
+}

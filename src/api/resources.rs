@@ -105,7 +105,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Endpoints", "endpoints", "endpoints", ["ep"], true, STORED, [], [], "/registry/services/endpoints", false),
     res!("", "v1", "ConfigMap", "configmaps", "configmap", ["cm"], true, STORED, [], [], "/registry/configmaps", false),
     res!("", "v1", "Secret", "secrets", "secret", [], true, STORED, [], [], "/registry/secrets", false),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", ["sa"], true, STORED, [], [], "/registry/serviceaccounts", false),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", ["sa"], true, STORED, [], ["token"], "/registry/serviceaccounts", false),
     res!("", "v1", "Event", "events", "event", ["ev"], true, STORED, [], [], "/registry/events", false),
     res!("apps", "v1", "Deployment", "deployments", "deployment", ["deploy"], true, STORED, ["all"], ["status", "scale"], "/registry/deployments", true),
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", ["rs"], true, STORED, ["all"], ["status", "scale"], "/registry/replicasets", true),

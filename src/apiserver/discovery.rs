@@ -62,6 +62,12 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
                 ),
                 "finalize" => (r.kind, "", "", json!(["update"])),
                 "binding" => ("Binding", "", "", json!(["create"])),
+                "token" => (
+                    "TokenRequest",
+                    "authentication.k8s.io",
+                    "v1",
+                    json!(["create"]),
+                ),
                 _ => (r.kind, "", "", json!(["get", "patch", "update"])),
             };
             let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});

@@ -87,7 +87,52 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The authentication chain: client certificate, bearer token, then anonymous if allowed.
-fn authenticate(state: &State, peer: &Peer, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+/// A service-account JWT: valid signature and claims, and the service account still exists
+/// with the uid the token names.
+async fn service_account(state: &State, token: &str) -> Result<UserInfo, ApiError> {
+    let sa = state
+        .sa_tokens
+        .as_ref()
+        .ok_or_else(ApiError::unauthorized)?;
+    let claims = sa.verify(token).map_err(|_| ApiError::unauthorized())?;
+    let ns = claims
+        .pointer("/kubernetes.io/namespace")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let name = claims
+        .pointer("/kubernetes.io/serviceaccount/name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let uid = claims
+        .pointer("/kubernetes.io/serviceaccount/uid")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let key = format!("/registry/serviceaccounts/{ns}/{name}");
+    let current = state.store.get(&key).await.ok().flatten();
+    let alive = current.is_some_and(|i| {
+        i.value
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            == Some(uid)
+    });
+    if !alive {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(UserInfo::authenticated(
+        format!("system:serviceaccount:{ns}:{name}"),
+        uid.to_owned(),
+        vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+        ],
+    ))
+}
+
+async fn authenticate(
+    state: &State,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
     match peer {
         Peer::Insecure => {
             return Ok(UserInfo::authenticated(
@@ -101,11 +146,10 @@ fn authenticate(state: &State, peer: &Peer, headers: &HeaderMap) -> Result<UserI
         Peer::NoCert => {}
     }
     if let Some(token) = bearer(headers) {
-        return state
-            .tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(ApiError::unauthorized);
+        if let Some(u) = state.tokens.get(token) {
+            return Ok(u.clone());
+        }
+        return service_account(state, token).await;
     }
     if state.anonymous {
         Ok(UserInfo::anonymous())
@@ -165,7 +209,7 @@ pub async fn handle(
     let query = request::parse_query(req.uri().query());
     let info = request::info(&method, req.uri().path(), &query);
     let (parts, body) = req.into_parts();
-    let (user, resp) = match authenticate(&state, &peer, &parts.headers) {
+    let (user, resp) = match authenticate(&state, &peer, &parts.headers).await {
         Err(e) => (None, error(&e)),
         Ok(user) => {
             let resp = match route(&state, &peer, &user, &info, query, parts.headers, body).await {

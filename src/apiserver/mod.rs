@@ -23,6 +23,7 @@ pub mod protobuf;
 pub mod request;
 pub mod rest;
 pub mod review;
+pub mod satoken;
 pub mod server;
 pub mod status;
 pub mod storage;
@@ -44,6 +45,8 @@ pub enum ApiserverError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     TokenFile(#[from] authn::TokenFileError),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] satoken::SaKeyError),
     #[error("connecting to the store")]
     Storage(#[from] storage::StorageError),
     #[error("invalid --authorization-mode {0:?}: expected AlwaysAllow, AlwaysDeny, RBAC or Node")]
@@ -66,6 +69,8 @@ pub enum ApiserverError {
 pub struct State {
     pub store: storage::Store,
     pub tokens: HashMap<String, authn::UserInfo>,
+    /// Service-account token signer and verifier, when the flags name keys.
+    pub sa_tokens: Option<satoken::ServiceAccountTokens>,
     pub anonymous: bool,
     pub authorizers: Vec<authz::Mode>,
     pub client_certs: Option<tls::ClientCerts>,
@@ -117,6 +122,11 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         Some(p) => authn::load_tokens(p)?,
         None => HashMap::new(),
     };
+    let sa_tokens = satoken::ServiceAccountTokens::load(
+        args.service_account_signing_key_file.as_deref(),
+        &args.service_account_key_file,
+        &args.service_account_issuer,
+    )?;
     let store = storage::Store::connect(&args).await?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {
         if args.bind_address == "0.0.0.0" {
@@ -128,6 +138,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
     let state = Arc::new(State {
         store,
         tokens,
+        sa_tokens,
         anonymous: args.anonymous_auth,
         authorizers,
         client_certs,

@@ -292,6 +292,19 @@ const SSRR: &[F] = &[
     f(2, "spec", Msg(&[f(1, "namespace", Str)])),
     f(3, "status", Msg(SSRR_STATUS)),
 ];
+const TOKEN_REQUEST: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[rep(1, "audiences", Str), ptr(4, "expirationSeconds", Int)]),
+    ),
+    f(
+        3,
+        "status",
+        Msg(&[f(1, "token", Str), f(2, "expirationTimestamp", Time)]),
+    ),
+];
 const USER_INFO: &[F] = &[
     f(1, "username", Str),
     f(2, "uid", Str),
@@ -316,6 +329,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
         ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SSRR,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }

@@ -157,6 +157,7 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
         ("list", "") => list(&ctx, res).await,
         ("watch", "") => watch::serve(&ctx, res).await,
         ("create", "") => create(&ctx, res).await,
+        ("create", "token") => token_request(&ctx, res).await,
         ("create", "binding") => {
             let b = body::decode(ctx.content_type(), &ctx.body)?;
             bind(&ctx, &info.name, &b).await
@@ -754,6 +755,68 @@ async fn patch_object(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
         }
     }
     Err(ApiError::conflict(&target(res, &info.name)))
+}
+
+/// TokenRequest (`kubectl create token SA`): a signed, expiring token for a service account.
+async fn token_request(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
+    let info = &ctx.info;
+    let Some(signer) = ctx.state.sa_tokens.as_ref().filter(|t| t.can_sign()) else {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource (token requests need --service-account-signing-key-file)",
+        ));
+    };
+    let sa = fetch(&ctx.state, res, &info.namespace, &info.name).await?;
+    let req = if ctx.body.is_empty() {
+        json!({})
+    } else {
+        body::decode(ctx.content_type(), &ctx.body)?
+    };
+    let seconds = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if seconds < 600 {
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            &target(res, &info.name),
+            &[(
+                "spec.expirationSeconds".into(),
+                format!(
+                    "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+                ),
+            )],
+        ));
+    }
+    let audiences: Vec<String> = req
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![signer.issuer.clone()]);
+    let uid = meta_str(&sa.value, "uid");
+    let (token, exp) = signer
+        .issue(&info.namespace, &info.name, uid, &audiences, seconds)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let exp_ts = time::OffsetDateTime::from_unix_timestamp(exp)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let out = json!({
+        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": info.name, "namespace": info.namespace, "creationTimestamp": now()},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds},
+        "status": {"token": token, "expirationTimestamp": exp_ts},
+    });
+    Ok(json_resp(201, &out))
 }
 
 /// Binds a pod to a node, as the scheduler does (`pods/binding` or `bindings`): sets
