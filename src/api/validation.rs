@@ -147,7 +147,7 @@ pub fn check_object(kind: &str, obj: &serde_json::Value) -> Vec<(String, String)
     };
     match kind {
         "Pod" => containers(&mut errs, "spec", obj.get("spec")),
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
             let selector = obj
                 .pointer("/spec/selector/matchLabels")
                 .and_then(Value::as_object);
