@@ -85,7 +85,12 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (ip, bits) = s.split_once('/')?;
     let ip: Ipv4Addr = ip.parse().ok()?;
     let bits: u8 = bits.parse().ok()?;
-    (bits <= 30).then_some((ip, bits))
+    if !(1..=30).contains(&bits) {
+        return None;
+    }
+    // The network address: host bits cleared, so allocation never runs past the range.
+    let mask = u32::MAX << (32 - u32::from(bits));
+    Some((Ipv4Addr::from(u32::from(ip) & mask), bits))
 }
 
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {
@@ -151,4 +156,25 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         .await
         .map_err(ApiserverError::Bootstrap)?;
     server::serve(state, &args, tls).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_cidr("10.96.0.7/12"),
+            Some((Ipv4Addr::new(10, 96, 0, 0), 12))
+        );
+        assert_eq!(
+            parse_cidr("255.255.255.254/30"),
+            Some((Ipv4Addr::new(255, 255, 255, 252), 30))
+        );
+        assert_eq!(parse_cidr("10.0.0.0/31"), None);
+        assert_eq!(parse_cidr("nonsense"), None);
+        assert_eq!(parse_port_range("30000-32767"), Some((30000, 32767)));
+        assert_eq!(parse_port_range("2-1"), None);
+    }
 }
