@@ -1041,3 +1041,34 @@ fn service_account_tokens() {
     let short = c.kubectl_with(&k, &["create", "token", "robot"]);
     assert!(text(&short).contains("NotFound") || text(&short).contains("not found"));
 }
+
+/// `klab bench api` runs end to end at a tiny size and prints its table (figures not asserted).
+#[test]
+fn bench_api_smoke() {
+    if require("etcd").is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_klab"))
+        .args([
+            "bench",
+            "api",
+            "--creates=20",
+            "--clients=2",
+            "--list-sizes=10",
+            "--watchers=3",
+            "--watch-events=5",
+        ])
+        .output()
+        .unwrap();
+    let table = ok(out);
+    for want in [
+        "BENCHMARK",
+        "ON KLAB-STORE",
+        "ON ETCD",
+        "create pod (2 clients)",
+        "list 10 pods",
+        "watch fan-out (3 watchers x 5 events)",
+    ] {
+        assert!(table.contains(want), "{table}");
+    }
+}

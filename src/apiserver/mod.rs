@@ -152,9 +152,22 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         advertise,
         secure_port: args.secure_port,
     });
-    bootstrap::run(&state)
-        .await
-        .map_err(ApiserverError::Bootstrap)?;
+    // etcd may still be starting (static pods start together): retry for a minute, as
+    // upstream's storage layer does, before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match bootstrap::run(&state).await {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!(
+                    "kube-apiserver: waiting for etcd at {:?}: {e}",
+                    args.etcd_servers
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ApiserverError::Bootstrap(e)),
+        }
+    }
     server::serve(state, &args, tls).await
 }
 
