@@ -304,7 +304,12 @@ async fn route(
         }
     }
     if !info.is_resource {
-        return discovery::non_resource(state, info, &query).await;
+        let aggregated = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
+        return discovery::non_resource(state, info, &query, aggregated).await;
     }
     let body = if matches!(
         info.verb.as_str(),
