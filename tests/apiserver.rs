@@ -873,6 +873,51 @@ fn python_client() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
 }
 
+/// Eviction honours a PodDisruptionBudget; pods/log and exec say plainly they are not built.
+#[test]
+fn eviction_and_unbuilt_subresources() {
+    if require("curl").is_none() || require("kubectl").is_none() {
+        return;
+    }
+    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let k = PathBuf::from("kubectl");
+    ok(c.kubectl_with(&k, &["run", "e", "--image=busybox", "-l", "app=e"]));
+    ok(c.kubectl_with(
+        &k,
+        &[
+            "create",
+            "pdb",
+            "keep-e",
+            "--selector=app=e",
+            "--min-available=1",
+        ],
+    ));
+    let evict = br#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"e","namespace":"default"}}"#;
+    let path = "/api/v1/namespaces/default/pods/e/eviction";
+    assert_status(
+        c.curl(Some("admin"), "POST", path, "application/json", Some(evict)),
+        429,
+        "TooManyRequests",
+    );
+    ok(c.kubectl_with(&k, &["delete", "pdb", "keep-e"]));
+    assert_eq!(
+        c.curl(Some("admin"), "POST", path, "application/json", Some(evict))
+            .0,
+        201
+    );
+    assert!(text(&c.kubectl_with(&k, &["get", "pod", "e"])).contains("NotFound"));
+    ok(c.kubectl_with(&k, &["run", "l", "--image=busybox"]));
+    let logs = c.kubectl_with(&k, &["logs", "l"]);
+    assert!(!logs.status.success());
+    assert!(
+        text(&logs).contains("pods/log is not built in klab yet"),
+        "{}",
+        text(&logs)
+    );
+}
+
 /// The scheduler's write: `pods/binding` sets spec.nodeName once; a second bind is a 409.
 #[test]
 fn binding_assigns_a_node_once() {

@@ -32,6 +32,33 @@ fn version() -> Value {
     })
 }
 
+/// A subresource's kind, group, version (empty = the resource's own) and verbs.
+fn subresource(
+    r: &crate::api::resources::Resource,
+    sub: &str,
+) -> (&'static str, &'static str, &'static str, Value) {
+    match sub {
+        "scale" => (
+            "Scale",
+            "autoscaling",
+            "v1",
+            json!(["get", "patch", "update"]),
+        ),
+        "finalize" => (r.kind, "", "", json!(["update"])),
+        "binding" => ("Binding", "", "", json!(["create"])),
+        "eviction" => ("Eviction", "policy", "v1", json!(["create"])),
+        "log" => ("Pod", "", "", json!(["get"])),
+        "exec" | "attach" | "portforward" => ("PodExecOptions", "", "", json!(["create", "get"])),
+        "token" => (
+            "TokenRequest",
+            "authentication.k8s.io",
+            "v1",
+            json!(["create"]),
+        ),
+        _ => (r.kind, "", "", json!(["get", "patch", "update"])),
+    }
+}
+
 fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
     for r in RESOURCES
@@ -53,23 +80,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         out.push(e);
         for sub in r.subresources {
-            let (kind, group, version, verbs) = match *sub {
-                "scale" => (
-                    "Scale",
-                    "autoscaling",
-                    "v1",
-                    json!(["get", "patch", "update"]),
-                ),
-                "finalize" => (r.kind, "", "", json!(["update"])),
-                "binding" => ("Binding", "", "", json!(["create"])),
-                "token" => (
-                    "TokenRequest",
-                    "authentication.k8s.io",
-                    "v1",
-                    json!(["create"]),
-                ),
-                _ => (r.kind, "", "", json!(["get", "patch", "update"])),
-            };
+            let (kind, group, version, verbs) = subresource(r, sub);
             let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if !group.is_empty() {
                 s["group"] = group.into();
@@ -102,13 +113,7 @@ fn group_discovery(group: &str, version: &str) -> Value {
             .subresources
             .iter()
             .map(|sub| {
-                let (kind, g, v, verbs) = match *sub {
-                    "scale" => ("Scale", "autoscaling", "v1", json!(["get", "patch", "update"])),
-                    "finalize" => (r.kind, "", "", json!(["update"])),
-                    "binding" => ("Binding", "", "", json!(["create"])),
-                    "token" => ("TokenRequest", "authentication.k8s.io", "v1", json!(["create"])),
-                    _ => (r.kind, "", "", json!(["get", "patch", "update"])),
-                };
+                let (kind, g, v, verbs) = subresource(r, sub);
                 json!({"subresource": sub, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})
             })
             .collect();

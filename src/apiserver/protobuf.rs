@@ -305,6 +305,27 @@ const TOKEN_REQUEST: &[F] = &[
         Msg(&[f(1, "token", Str), f(2, "expirationTimestamp", Time)]),
     ),
 ];
+const PDB_STATUS: &[F] = &[
+    f(1, "observedGeneration", Int),
+    f(3, "disruptionsAllowed", Int),
+    f(4, "currentHealthy", Int),
+    f(5, "desiredHealthy", Int),
+    f(6, "expectedPods", Int),
+];
+const PDB: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[
+            ptr(1, "minAvailable", IntOrString),
+            ptr(2, "selector", Msg(LABEL_SELECTOR)),
+            ptr(3, "maxUnavailable", IntOrString),
+            ptr(4, "unhealthyPodEvictionPolicy", Str),
+        ]),
+    ),
+    f(3, "status", Msg(PDB_STATUS)),
+];
 const USER_INFO: &[F] = &[
     f(1, "username", Str),
     f(2, "uid", Str),
@@ -324,6 +345,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("policy/v1", "PodDisruptionBudget") => PDB,
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,

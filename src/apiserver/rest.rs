@@ -158,6 +158,10 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
         ("watch", "") => watch::serve(&ctx, res).await,
         ("create", "") => create(&ctx, res).await,
         ("create", "token") => token_request(&ctx, res).await,
+        ("create", "eviction") => evict(&ctx, res).await,
+        (_, "log" | "exec" | "attach" | "portforward") => Err(ApiError::unavailable(format!(
+            "pods/{sub} is not built in klab yet: the API server does not proxy to kubelets (--kubelet-client-certificate); it arrives with the kubelet"
+        ))),
         ("create", "binding") => {
             let b = body::decode(ctx.content_type(), &ctx.body)?;
             bind(&ctx, &info.name, &b).await
@@ -817,6 +821,74 @@ async fn token_request(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
         "status": {"token": token, "expirationTimestamp": exp_ts},
     });
     Ok(json_resp(201, &out))
+}
+
+/// Eviction (`kubectl drain`): deletes a pod unless a PodDisruptionBudget that selects it
+/// allows no disruption now. Mirrors upstream's `EvictionREST` in its main rule; the budget's
+/// `status.disruptionsAllowed` is kept by the disruption controller, so until klab has one a
+/// budget that selects the pod blocks its eviction (429), as upstream does for a budget whose
+/// status is not yet computed.
+async fn evict(ctx: &Ctx, pods: &'static Resource) -> Result<Resp, ApiError> {
+    let info = &ctx.info;
+    let pod = fetch(&ctx.state, pods, &info.namespace, &info.name).await?;
+    let eviction = if ctx.body.is_empty() {
+        json!({})
+    } else {
+        body::decode(ctx.content_type(), &ctx.body)?
+    };
+    let pdbs =
+        resources::find("policy", "v1", "poddisruptionbudgets").expect("pdbs are in the table");
+    let page = ctx
+        .state
+        .store
+        .list(&pdbs.list_prefix(Some(&info.namespace)), None, 0, 0)
+        .await?;
+    let labels = labels_of(&pod.value);
+    for pdb in page.items {
+        let Some(sel) = pdb
+            .value
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let selects = !sel.is_empty()
+            && sel
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+        let allowed = pdb
+            .value
+            .pointer("/status/disruptionsAllowed")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if selects && allowed < 1 {
+            let name = meta_str(&pdb.value, "name");
+            return Err(ApiError::new(
+                429,
+                "TooManyRequests",
+                format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs {} healthy pods and has {} currently",
+                    pdb.value
+                        .pointer("/status/desiredHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                    pdb.value
+                        .pointer("/status/currentHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                ),
+            ));
+        }
+    }
+    let o = DeleteOpts {
+        grace: eviction
+            .pointer("/deleteOptions/gracePeriodSeconds")
+            .and_then(Value::as_i64),
+        ..Default::default()
+    };
+    delete_one(&ctx.state, pods, &info.namespace, &info.name, &o).await?;
+    let ok = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(json_resp(201, &ok))
 }
 
 /// Binds a pod to a node, as the scheduler does (`pods/binding` or `bindings`): sets
