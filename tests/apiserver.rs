@@ -181,9 +181,34 @@ fn kubectl_scenario(c: &Cluster, k: &std::path::Path) {
         ])),
         "two"
     );
+    ok(kc(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "-n",
+        "team-a",
+        "--",
+        "true",
+    ]));
+    let job_selector = ok(kc(&[
+        "get",
+        "job",
+        "once",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.spec.selector.matchLabels}",
+    ]));
+    assert!(
+        job_selector.contains("batch.kubernetes.io/controller-uid"),
+        "{job_selector}"
+    );
     let all = ok(kc(&["get", "all", "-n", "team-a"]));
     assert!(
-        all.contains("pod/p1") && all.contains("deployment.apps/web"),
+        all.contains("pod/p1")
+            && all.contains("deployment.apps/web")
+            && all.contains("job.batch/once"),
         "{all}"
     );
 

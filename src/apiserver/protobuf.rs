@@ -326,6 +326,48 @@ const PDB: &[F] = &[
     ),
     f(3, "status", Msg(PDB_STATUS)),
 ];
+const JOB_SPEC: &[F] = &[
+    ptr(1, "parallelism", Int),
+    ptr(2, "completions", Int),
+    ptr(3, "activeDeadlineSeconds", Int),
+    ptr(4, "selector", Msg(LABEL_SELECTOR)),
+    ptr(5, "manualSelector", Bool),
+    f(6, "template", Msg(POD_TEMPLATE)),
+    ptr(7, "backoffLimit", Int),
+    ptr(8, "ttlSecondsAfterFinished", Int),
+    ptr(9, "completionMode", Str),
+    ptr(10, "suspend", Bool),
+];
+const JOB_STATUS: &[F] = &[
+    f(4, "active", Int),
+    f(5, "succeeded", Int),
+    f(6, "failed", Int),
+    f(7, "completedIndexes", Str),
+];
+const JOB: &[F] = &[
+    META,
+    f(2, "spec", Msg(JOB_SPEC)),
+    f(3, "status", Msg(JOB_STATUS)),
+];
+const JOB_TEMPLATE: &[F] = &[META, f(2, "spec", Msg(JOB_SPEC))];
+const CRON_JOB: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[
+            f(1, "schedule", Str),
+            ptr(2, "startingDeadlineSeconds", Int),
+            f(3, "concurrencyPolicy", Str),
+            ptr(4, "suspend", Bool),
+            f(5, "jobTemplate", Msg(JOB_TEMPLATE)),
+            ptr(6, "successfulJobsHistoryLimit", Int),
+            ptr(7, "failedJobsHistoryLimit", Int),
+            ptr(8, "timeZone", Str),
+        ]),
+    ),
+    f(3, "status", Msg(&[])),
+];
 const USER_INFO: &[F] = &[
     f(1, "username", Str),
     f(2, "uid", Str),
@@ -346,6 +388,8 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
         ("policy/v1", "PodDisruptionBudget") => PDB,
+        ("batch/v1", "Job") => JOB,
+        ("batch/v1", "CronJob") => CRON_JOB,
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
