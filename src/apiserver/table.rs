@@ -3,8 +3,8 @@
 //! Mirrors `pkg/printers/internalversion/printers.go` for pods, nodes, namespaces, services,
 //! endpoints, events, deployments, replicasets, daemonsets, statefulsets, jobs, cronjobs,
 //! configmaps, secrets, serviceaccounts, leases and role bindings (priority-1 columns are the
-//! ones `-o wide` adds), and the default table convertor (NAME, AGE) for the rest. Each row carries the object as PartialObjectMetadata unless `includeObject` says
-//! otherwise.
+//! ones `-o wide` adds), and the default table convertor (NAME, AGE) for the rest. Each row
+//! carries the object as PartialObjectMetadata unless `includeObject` says otherwise.
 
 use serde_json::{Value, json};
 
