@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use serde_json::{Value, json};
 
 use super::State;
-use super::rest::create_object;
 use super::status::ApiError;
+use super::write::create_object;
 use crate::api::resources::find;
 
 #[derive(Debug, thiserror::Error)]
