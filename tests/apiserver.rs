@@ -1142,3 +1142,81 @@ fn bench_api_smoke() {
         assert!(table.contains(want), "{table}");
     }
 }
+
+/// The Node authorizer: a kubelet reads a secret only when a pod bound to its node uses it.
+#[test]
+fn node_authorizer_follows_pod_references() {
+    if require("curl").is_none() {
+        return;
+    }
+    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let (admin, node, json) = (Some("admin"), Some("system:node:n1"), "application/json");
+    let secrets = "/api/v1/namespaces/default/secrets";
+    for name in ["used", "unused"] {
+        let body = format!(r#"{{"metadata":{{"name":"{name}"}},"stringData":{{"k":"v"}}}}"#);
+        assert_eq!(
+            c.curl(admin, "POST", secrets, json, Some(body.as_bytes()))
+                .0,
+            201
+        );
+    }
+    let pod = br#"{"metadata":{"name":"p"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox","envFrom":[{"secretRef":{"name":"used"}}]}]}}"#;
+    assert_eq!(
+        c.curl(
+            admin,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            json,
+            Some(pod)
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        c.curl(node, "GET", &format!("{secrets}/used"), "", None).0,
+        200
+    );
+    assert_eq!(
+        c.curl(
+            node,
+            "GET",
+            &format!("{secrets}?fieldSelector=metadata.name%3Dused"),
+            "",
+            None
+        )
+        .0,
+        200
+    );
+    assert_status(
+        c.curl(node, "GET", &format!("{secrets}/unused"), "", None),
+        403,
+        "Forbidden",
+    );
+    assert_status(c.curl(node, "GET", secrets, "", None), 403, "Forbidden");
+    let me = br#"{"metadata":{"name":"n1"}}"#;
+    assert_eq!(c.curl(node, "POST", "/api/v1/nodes", json, Some(me)).0, 201);
+    assert_eq!(
+        c.curl(
+            node,
+            "GET",
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1",
+            "",
+            None
+        )
+        .0,
+        200
+    );
+    assert_status(
+        c.curl(
+            node,
+            "DELETE",
+            "/api/v1/namespaces/default/secrets/used",
+            "",
+            None,
+        ),
+        403,
+        "Forbidden",
+    );
+}

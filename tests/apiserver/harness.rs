@@ -129,7 +129,7 @@ fn start_store(backend: Backend, dir: &Path) -> Option<(Proc, String)> {
     Some((Proc(child), endpoint))
 }
 
-pub const USERS: &[&str] = &["admin", "alice"];
+pub const USERS: &[&str] = &["admin", "alice", "system:node:n1"];
 
 impl Cluster {
     /// Starts everything, or `None` (a printed skip) when a needed tool is missing outside CI.
@@ -145,6 +145,10 @@ impl Cluster {
                 Client {
                     user: "alice",
                     groups: &["dev"],
+                },
+                Client {
+                    user: "system:node:n1",
+                    groups: &["system:nodes"],
                 },
             ],
         )
@@ -234,8 +238,9 @@ impl Cluster {
             .arg("--cacert")
             .arg(self.path("ca.crt"));
         if let Some(u) = user {
-            cmd.arg("--cert").arg(self.path(&format!("{u}.crt")));
-            cmd.arg("--key").arg(self.path(&format!("{u}.key")));
+            let f = devpki::file_stem(u);
+            cmd.arg("--cert").arg(self.path(&format!("{f}.crt")));
+            cmd.arg("--key").arg(self.path(&format!("{f}.key")));
         }
         if let Some(b) = body {
             let f = self.dir.path().join("body.bin");
