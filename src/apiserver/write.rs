@@ -275,7 +275,18 @@ pub(super) async fn update(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
             info.name
         )));
     }
-    let current = fetch(&ctx.state, res, &info.namespace, &info.name).await?;
+    let current = match fetch(&ctx.state, res, &info.namespace, &info.name).await {
+        // Endpoints may be created by a PUT (upstream's AllowCreateOnUpdate), as the
+        // endpoints controller and kube-proxy's older paths do.
+        Err(e) if e.code == 404 && res.plural == "endpoints" && info.subresource.is_empty() => {
+            meta_mut(&mut obj).insert("name".into(), info.name.clone().into());
+            check_namespace(&ctx.state, &info.namespace).await?;
+            let (v, code) =
+                create_object(&ctx.state, res, &info.namespace, obj, dry_run(ctx)).await?;
+            return Ok(json_resp(code, &v));
+        }
+        other => other?,
+    };
     let rv = meta_str(&obj, "resourceVersion");
     if !rv.is_empty() && rv != current.mod_revision.to_string() {
         return Err(ApiError::conflict(&target(res, &info.name)));
