@@ -259,6 +259,13 @@ pub struct ApiserverArgs {
     /// A port range to reserve for services with NodePort visibility
     #[arg(long, value_name = "RANGE", default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// Admission plugins to enable besides the defaults (klab builds NamespaceLifecycle, always
+    /// on, and NodeRestriction)
+    #[arg(long, value_name = "PLUGINS", value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to disable (only plugins klab builds can be named)
+    #[arg(long, value_name = "PLUGINS", value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     /// Private key that signs service-account tokens (TokenRequest, `kubectl create token`)
     #[arg(long, value_name = "FILE")]
     pub service_account_signing_key_file: Option<PathBuf>,

@@ -1143,13 +1143,15 @@ fn bench_api_smoke() {
     }
 }
 
-/// The Node authorizer: a kubelet reads a secret only when a pod bound to its node uses it.
+/// The Node authorizer: a kubelet reads a secret only when a pod bound to its node uses it;
+/// NodeRestriction: it writes only its own Node and the pods bound to it.
 #[test]
 fn node_authorizer_follows_pod_references() {
     if require("curl").is_none() {
         return;
     }
-    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+    let restrict = ["--enable-admission-plugins=NodeRestriction"];
+    let Some(c) = Cluster::start(Backend::KlabStore, &restrict) else {
         return;
     };
     let (admin, node, json) = (Some("admin"), Some("system:node:n1"), "application/json");
@@ -1215,6 +1217,46 @@ fn node_authorizer_follows_pod_references() {
             "/api/v1/namespaces/default/secrets/used",
             "",
             None,
+        ),
+        403,
+        "Forbidden",
+    );
+    let other = br#"{"metadata":{"name":"n2"}}"#;
+    assert_status(
+        c.curl(node, "POST", "/api/v1/nodes", json, Some(other)),
+        403,
+        "Forbidden",
+    );
+    let status = br#"{"status":{"phase":"Running"}}"#;
+    let merge = "application/merge-patch+json";
+    let p_status = "/api/v1/namespaces/default/pods/p/status";
+    assert_eq!(c.curl(node, "PATCH", p_status, merge, Some(status)).0, 200);
+    let elsewhere = br#"{"metadata":{"name":"q"},"spec":{"nodeName":"n2","containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_eq!(
+        c.curl(
+            admin,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            json,
+            Some(elsewhere)
+        )
+        .0,
+        201
+    );
+    let q_status = "/api/v1/namespaces/default/pods/q/status";
+    assert_status(
+        c.curl(node, "PATCH", q_status, merge, Some(status)),
+        403,
+        "Forbidden",
+    );
+    let plain = br#"{"metadata":{"name":"r"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_status(
+        c.curl(
+            node,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            json,
+            Some(plain),
         ),
         403,
         "Forbidden",

@@ -9,6 +9,7 @@
 //! The request path, outside in: [`server`] (TLS, connections) → [`handler`] (authn, authz,
 //! routing, the log line) → [`rest`] (verbs) → [`storage`] (etcd).
 
+pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -55,6 +56,12 @@ pub enum ApiserverError {
     Storage(#[from] storage::StorageError),
     #[error("invalid --authorization-mode {0:?}: expected AlwaysAllow, AlwaysDeny, RBAC or Node")]
     AuthorizationMode(String),
+    #[error(
+        "admission plugin {0:?} is not built in klab (built: NamespaceLifecycle, NodeRestriction)"
+    )]
+    AdmissionPlugin(String),
+    #[error("NamespaceLifecycle cannot be disabled in klab")]
+    NamespaceLifecycleOff,
     #[error("invalid --service-cluster-ip-range {0:?}: expected an IPv4 CIDR such as 10.96.0.0/12")]
     ServiceRange(String),
     #[error("invalid --service-node-port-range {0:?}: expected LOW-HIGH such as 30000-32767")]
@@ -75,6 +82,8 @@ pub struct State {
     pub tokens: HashMap<String, authn::UserInfo>,
     /// Service-account token signer and verifier, when the flags name keys.
     pub sa_tokens: Option<satoken::ServiceAccountTokens>,
+    /// Whether the NodeRestriction admission plugin is on.
+    pub node_restriction: bool,
     pub anonymous: bool,
     pub authorizers: Vec<authz::Mode>,
     pub client_certs: Option<tls::ClientCerts>,
@@ -118,6 +127,21 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         .iter()
         .map(|m| authz::Mode::parse(m).ok_or_else(|| ApiserverError::AuthorizationMode(m.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut node_restriction = false;
+    for p in &args.enable_admission_plugins {
+        match p.trim() {
+            "NamespaceLifecycle" => {}
+            "NodeRestriction" => node_restriction = true,
+            other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
+        }
+    }
+    for p in &args.disable_admission_plugins {
+        match p.trim() {
+            "NodeRestriction" => node_restriction = false,
+            "NamespaceLifecycle" => return Err(ApiserverError::NamespaceLifecycleOff),
+            other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
+        }
+    }
     let service_range = parse_cidr(&args.service_cluster_ip_range)
         .ok_or_else(|| ApiserverError::ServiceRange(args.service_cluster_ip_range.clone()))?;
     let node_ports = parse_port_range(&args.service_node_port_range)
@@ -148,6 +172,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         store,
         tokens,
         sa_tokens,
+        node_restriction,
         anonymous: args.anonymous_auth,
         authorizers,
         client_certs,

@@ -146,6 +146,7 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
     if !res.is_stored() {
         return review::create(&ctx, res).await;
     }
+    super::admission::node_restriction(&ctx, res).await?;
     let sub = info.subresource.as_str();
     if !sub.is_empty() && !res.subresources.contains(&sub) {
         return Err(ApiError::page_not_found());
