@@ -349,6 +349,26 @@ pub struct ApiserverArgs {
     /// A port range to reserve for services with NodePort visibility
     #[arg(long, value_name = "RANGE", default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// Admission plugins to enable besides the defaults (klab builds NamespaceLifecycle, always
+    /// on, and NodeRestriction)
+    #[arg(long, value_name = "PLUGINS", value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to disable (only plugins klab builds can be named)
+    #[arg(long, value_name = "PLUGINS", value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
+    /// Private key that signs service-account tokens (TokenRequest, `kubectl create token`)
+    #[arg(long, value_name = "FILE")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// Public keys (PEM) that verify service-account tokens; repeatable
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// Issuer (`iss`) and audience of the service-account tokens this server issues and accepts
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
+    pub service_account_issuer: String,
     /// Legacy plain-HTTP port on 127.0.0.1 with NO authentication or authorization (0 = off)
     #[arg(long, default_value_t = 0)]
     pub insecure_port: u16,

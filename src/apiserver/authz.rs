@@ -51,7 +51,7 @@ pub async fn authorize(state: &State, user: &UserInfo, info: &RequestInfo) -> De
             Mode::AlwaysAllow => Decision::Allow,
             Mode::AlwaysDeny => Decision::Deny("AlwaysDeny".into()),
             Mode::Rbac => rbac(state, user, info).await,
-            Mode::Node => node(user, info),
+            Mode::Node => node(state, user, info).await,
         };
         if d != Decision::NoOpinion {
             return d;
@@ -201,6 +201,31 @@ async fn bound_rules(state: &State, binding: &Value, ns: &str) -> Vec<Value> {
     }
 }
 
+/// Every RBAC rule granted to `user` cluster-wide and in `namespace` (if not empty), as
+/// SelfSubjectRulesReview reports them.
+pub async fn rules_for(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    let mut prefixes = vec![("/registry/clusterrolebindings/".to_owned(), String::new())];
+    if !namespace.is_empty() {
+        prefixes.push((
+            format!("/registry/rolebindings/{namespace}/"),
+            namespace.to_owned(),
+        ));
+    }
+    let mut rules = Vec::new();
+    for (prefix, ns) in prefixes {
+        let Ok(page) = state.store.list(&prefix, None, 0, 0).await else {
+            continue;
+        };
+        for b in page.items {
+            let subjects = b.value.get("subjects").and_then(Value::as_array);
+            if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, &ns))) {
+                rules.extend(bound_rules(state, &b.value, &ns).await);
+            }
+        }
+    }
+    rules
+}
+
 async fn rbac(state: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     let mut prefixes = vec![("/registry/clusterrolebindings/".to_owned(), String::new())];
     if !info.namespace.is_empty() {
@@ -230,11 +255,13 @@ async fn rbac(state: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     Decision::NoOpinion
 }
 
-/// A reduced Node authorizer: a kubelet (`system:node:<name>` in `system:nodes`) may read
-/// what it needs cluster-wide and write only its own Node and Lease, events and pod status.
-/// Upstream also checks that pods, secrets and configmaps belong to the node (a graph of
-/// references); that part is not built, so secrets and configmaps get no opinion here.
-pub fn node(user: &UserInfo, info: &RequestInfo) -> Decision {
+/// The Node authorizer: a kubelet (`system:node:<name>` in `system:nodes`) gets upstream's
+/// static node rules (read nodes, pods, services and endpoints; write nodes, pod status,
+/// events and its Lease), and may read a secret, configmap or claim, or ask for a service
+/// account's token, only when a pod bound to that node refers to it — upstream's graph of
+/// references, computed here from the pods on each request. Upstream's NodeRestriction
+/// admission (a kubelet may modify only its own Node and its own pods) is not built.
+pub async fn node(state: &State, user: &UserInfo, info: &RequestInfo) -> Decision {
     let Some(node) = user.name.strip_prefix("system:node:") else {
         return Decision::NoOpinion;
     };
@@ -247,7 +274,10 @@ pub fn node(user: &UserInfo, info: &RequestInfo) -> Decision {
             read || info.name == node || (info.verb == "create" && info.name.is_empty())
         }
         ("", "pods") => {
-            read || info.subresource == "status" || info.verb == "create" || info.verb == "delete"
+            read || info.subresource == "status"
+                || info.subresource == "eviction"
+                || info.verb == "create"
+                || info.verb == "delete"
         }
         ("", "services" | "endpoints") | ("discovery.k8s.io", "endpointslices") => read,
         ("", "events") | ("events.k8s.io", "events") => {
@@ -257,12 +287,96 @@ pub fn node(user: &UserInfo, info: &RequestInfo) -> Decision {
             info.namespace == "kube-node-lease"
                 && (info.name == node || info.verb == "create" || read)
         }
+        ("authentication.k8s.io", "tokenreviews")
+        | ("authorization.k8s.io", "subjectaccessreviews") => info.verb == "create",
+        ("", "secrets" | "configmaps" | "persistentvolumeclaims") => {
+            read && !info.name.is_empty() && referenced(state, node, info).await
+        }
+        ("", "serviceaccounts") => {
+            info.subresource == "token"
+                && info.verb == "create"
+                && referenced(state, node, info).await
+        }
         _ => false,
     };
     if allowed {
         Decision::Allow
     } else {
         Decision::NoOpinion
+    }
+}
+
+/// Whether a pod bound to `node` in the request's namespace refers to the requested object.
+async fn referenced(state: &State, node: &str, info: &RequestInfo) -> bool {
+    let prefix = format!("/registry/pods/{}/", info.namespace);
+    let Ok(page) = state.store.list(&prefix, None, 0, 0).await else {
+        return false;
+    };
+    page.items.iter().any(|p| {
+        p.value.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+            && pod_refers(&p.value, &info.resource, &info.name)
+    })
+}
+
+/// Whether a pod spec names this secret, configmap, claim or service account.
+pub fn pod_refers(pod: &Value, resource: &str, name: &str) -> bool {
+    let spec = pod.get("spec").cloned().unwrap_or_default();
+    let s = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str) == Some(name);
+    let list = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let volumes = list(&spec, "volumes");
+    let containers: Vec<Value> = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| list(&spec, k))
+        .collect();
+    let projected = |kind: &str| {
+        volumes.iter().any(|v| {
+            list(
+                &v.pointer("/projected").cloned().unwrap_or_default(),
+                "sources",
+            )
+            .iter()
+            .any(|src| s(src, &format!("/{kind}/name")))
+        })
+    };
+    let env = |from_ref: &str, key_ref: &str| {
+        containers.iter().any(|c| {
+            list(c, "envFrom")
+                .iter()
+                .any(|e| s(e, &format!("/{from_ref}/name")))
+                || list(c, "env")
+                    .iter()
+                    .any(|e| s(e, &format!("/valueFrom/{key_ref}/name")))
+        })
+    };
+    match resource {
+        "secrets" => {
+            volumes.iter().any(|v| s(v, "/secret/secretName"))
+                || projected("secret")
+                || env("secretRef", "secretKeyRef")
+                || list(&spec, "imagePullSecrets")
+                    .iter()
+                    .any(|r| s(r, "/name"))
+        }
+        "configmaps" => {
+            volumes.iter().any(|v| s(v, "/configMap/name"))
+                || projected("configMap")
+                || env("configMapRef", "configMapKeyRef")
+        }
+        "persistentvolumeclaims" => volumes
+            .iter()
+            .any(|v| s(v, "/persistentVolumeClaim/claimName")),
+        "serviceaccounts" => {
+            spec.get("serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                == name
+        }
+        _ => false,
     }
 }
 
@@ -310,6 +424,27 @@ mod tests {
         };
         assert!(rule_allows(&nr, &path("/api/v1")));
         assert!(!rule_allows(&nr, &path("/apis")));
+    }
+
+    #[test]
+    fn pod_references() {
+        let pod = json!({"spec": {
+            "volumes": [{"name": "a", "secret": {"secretName": "tls"}}, {"name": "b", "projected": {"sources": [{"configMap": {"name": "ca"}}]}}],
+            "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "env"}}]}],
+            "imagePullSecrets": [{"name": "pull"}]
+        }});
+        for (res, name) in [
+            ("secrets", "tls"),
+            ("secrets", "db"),
+            ("secrets", "pull"),
+            ("configmaps", "ca"),
+            ("configmaps", "env"),
+            ("serviceaccounts", "default"),
+        ] {
+            assert!(pod_refers(&pod, res, name), "{res}/{name}");
+        }
+        assert!(!pod_refers(&pod, "secrets", "other"));
+        assert!(!pod_refers(&pod, "configmaps", "tls"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use serde_json::{Value, json};
 
 use super::State;
-use super::rest::create_object;
 use super::status::ApiError;
+use super::write::create_object;
 use crate::api::resources::find;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,7 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                 ),
                 rule(&["coordination.k8s.io"], &["leases"], WRITE),
                 rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                rule(&["batch"], &["jobs", "cronjobs"], WRITE),
                 rule(&[""], &["namespaces"], READ),
             ],
         ),
@@ -91,13 +92,14 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&[""], all_ns, WRITE),
                 rule(&["apps"], apps, WRITE),
                 rule(&["coordination.k8s.io"], &["leases"], WRITE),
+                rule(&["batch"], &["jobs", "cronjobs"], WRITE),
                 rule(&[""], &["namespaces"], READ),
             ],
         ),
         (
             "view",
             vec![rule(
-                &["", "apps", "discovery.k8s.io"],
+                &["", "apps", "batch", "discovery.k8s.io"],
                 &[
                     "pods",
                     "services",
@@ -108,6 +110,9 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                     "deployments",
                     "replicasets",
                     "daemonsets",
+                    "statefulsets",
+                    "jobs",
+                    "cronjobs",
                     "endpointslices",
                     "namespaces",
                     "pods/status",

@@ -108,6 +108,33 @@ pub fn on_create(kind: &str, v: &mut Value) {
             template(v);
             v["status"] = json!({"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0});
         }
+        "Job" => {
+            job_selector(v);
+            if let Some(spec) = obj(v, "spec") {
+                default(spec, "parallelism", 1.into());
+                default(spec, "completions", 1.into());
+                default(spec, "backoffLimit", 6.into());
+                default(spec, "completionMode", "NonIndexed".into());
+                default(spec, "suspend", false.into());
+            }
+            template(v);
+            v["status"] = json!({});
+        }
+        "CronJob" => {
+            if let Some(spec) = obj(v, "spec") {
+                default(spec, "concurrencyPolicy", "Allow".into());
+                default(spec, "suspend", false.into());
+                default(spec, "successfulJobsHistoryLimit", 3.into());
+                default(spec, "failedJobsHistoryLimit", 1.into());
+            }
+            if let Some(spec) = v
+                .pointer_mut("/spec/jobTemplate/spec/template/spec")
+                .and_then(Value::as_object_mut)
+            {
+                pod_spec(spec);
+            }
+            v["status"] = json!({});
+        }
         "Service" => {
             if let Some(spec) = obj(v, "spec") {
                 default(spec, "type", "ClusterIP".into());
@@ -147,6 +174,44 @@ pub fn on_create(kind: &str, v: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// A Job's generated selector, as upstream's job strategy makes it unless
+/// `spec.manualSelector` is true: the job's uid, in the selector and the pod template labels.
+fn job_selector(v: &mut Value) {
+    if v.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = v.pointer("/metadata/uid").cloned().unwrap_or_default();
+    let name = v.pointer("/metadata/name").cloned().unwrap_or_default();
+    let Some(spec) = obj(v, "spec") else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let Some(labels) = spec
+        .entry("template")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .and_then(|t| {
+            t.entry("metadata")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
+        .and_then(|m| {
+            m.entry("labels")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
+    else {
+        return;
+    };
+    labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+    labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+    labels.insert("controller-uid".into(), uid);
+    labels.insert("job-name".into(), name);
 }
 
 /// Folds `stringData` into base64 `data`, as upstream's secret conversion does.

@@ -35,6 +35,12 @@ pub struct Client<'a> {
     pub groups: &'a [&'a str],
 }
 
+/// The file name (without extension) of a user's certificate and key: the user name with `:`
+/// replaced by `-` (`system:node:n1` → `system-node-n1`), since curl's `--cert` splits at `:`.
+pub fn file_stem(user: &str) -> String {
+    user.replace(':', "-")
+}
+
 fn write(path: PathBuf, data: &str) -> Result<(), DevPkiError> {
     std::fs::write(&path, data).map_err(|source| DevPkiError::Write { path, source })
 }
@@ -105,8 +111,8 @@ pub fn write_pki(dir: &Path, clients: &[Client]) -> Result<(), DevPkiError> {
             ExtendedKeyUsagePurpose::ClientAuth,
         )
         .map_err(gen_err(c.user))?;
-        write(dir.join(format!("{}.crt", c.user)), &crt)?;
-        write(dir.join(format!("{}.key", c.user)), &key)?;
+        write(dir.join(format!("{}.crt", file_stem(c.user))), &crt)?;
+        write(dir.join(format!("{}.key", file_stem(c.user))), &key)?;
     }
     let (other_params, other_key, _) = ca("someone-else").map_err(gen_err("stranger ca"))?;
     let other = Issuer::new(other_params, other_key);
@@ -131,8 +137,9 @@ pub fn write_kubeconfig(dir: &Path, server: &str, users: &[&str]) -> Result<Path
         "apiVersion: v1\nkind: Config\nclusters:\n- name: klab\n  cluster:\n    server: {server}\n    certificate-authority: {d}/ca.crt\nusers:\n"
     );
     for u in users {
+        let f = file_stem(u);
         s.push_str(&format!(
-            "- name: {u}\n  user:\n    client-certificate: {d}/{u}.crt\n    client-key: {d}/{u}.key\n"
+            "- name: {u}\n  user:\n    client-certificate: {d}/{f}.crt\n    client-key: {d}/{f}.key\n"
         ));
     }
     s.push_str("contexts:\n");

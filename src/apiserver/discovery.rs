@@ -3,9 +3,9 @@
 //! Mirrors the apiserver's legacy discovery documents (`/api` APIVersions, `/apis`
 //! APIGroupList, `/api/v1` and `/apis/<group>/<version>` APIResourceList with verbs, short
 //! names, categories and subresources) and `healthz`: `/healthz`, `/livez`, `/readyz` and their
-//! `?verbose` listings and per-check paths (`/readyz/etcd`). Aggregated discovery
-//! (`apidiscovery.k8s.io/v2`) is not built: clients that ask for it get the legacy documents
-//! and fall back, as client-go does. `/openapi/v3` lists operations without schemas ([`openapi`]); `/openapi/v2` is not built.
+//! `?verbose` listings and per-check paths (`/readyz/etcd`), and aggregated discovery
+//! (`apidiscovery.k8s.io/v2`, every group's resources in one document, which kubectl 1.30+
+//! asks for first on `/api` and `/apis`). `/openapi/v3` lists operations without schemas ([`openapi`]); `/openapi/v2` is not built.
 
 use serde_json::{Value, json};
 
@@ -32,6 +32,33 @@ fn version() -> Value {
     })
 }
 
+/// A subresource's kind, group, version (empty = the resource's own) and verbs.
+fn subresource(
+    r: &crate::api::resources::Resource,
+    sub: &str,
+) -> (&'static str, &'static str, &'static str, Value) {
+    match sub {
+        "scale" => (
+            "Scale",
+            "autoscaling",
+            "v1",
+            json!(["get", "patch", "update"]),
+        ),
+        "finalize" => (r.kind, "", "", json!(["update"])),
+        "binding" => ("Binding", "", "", json!(["create"])),
+        "eviction" => ("Eviction", "policy", "v1", json!(["create"])),
+        "log" => ("Pod", "", "", json!(["get"])),
+        "exec" | "attach" | "portforward" => ("PodExecOptions", "", "", json!(["create", "get"])),
+        "token" => (
+            "TokenRequest",
+            "authentication.k8s.io",
+            "v1",
+            json!(["create"]),
+        ),
+        _ => (r.kind, "", "", json!(["get", "patch", "update"])),
+    }
+}
+
 fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
     for r in RESOURCES
@@ -53,16 +80,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         out.push(e);
         for sub in r.subresources {
-            let (kind, group, version, verbs) = match *sub {
-                "scale" => (
-                    "Scale",
-                    "autoscaling",
-                    "v1",
-                    json!(["get", "patch", "update"]),
-                ),
-                "finalize" => (r.kind, "", "", json!(["update"])),
-                _ => (r.kind, "", "", json!(["get", "patch", "update"])),
-            };
+            let (kind, group, version, verbs) = subresource(r, sub);
             let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if !group.is_empty() {
                 s["group"] = group.into();
@@ -81,6 +99,63 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     };
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
+}
+
+/// One group's aggregated discovery entry (`APIGroupDiscovery`), its resources inline.
+fn group_discovery(group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let subresources: Vec<Value> = r
+            .subresources
+            .iter()
+            .map(|sub| {
+                let (kind, g, v, verbs) = subresource(r, sub);
+                json!({"subresource": sub, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})
+            })
+            .collect();
+        let mut e = json!({
+            "resource": r.plural,
+            "responseKind": {"group": "", "version": "", "kind": r.kind},
+            "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": r.singular,
+            "verbs": r.verbs,
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        if !subresources.is_empty() {
+            e["subresources"] = json!(subresources);
+        }
+        resources.push(e);
+    }
+    json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+    })
+}
+
+/// `/api` (core) or `/apis` (named groups) as an `APIGroupDiscoveryList`.
+fn aggregated_response(core: bool) -> Resp {
+    let items: Vec<Value> = if core {
+        vec![group_discovery("", "v1")]
+    } else {
+        groups()
+            .into_iter()
+            .map(|(g, v)| group_discovery(g, v))
+            .collect()
+    };
+    let doc = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
+    full(
+        200,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        serde_json::to_vec(&doc).unwrap_or_default(),
     )
 }
 
@@ -132,6 +207,7 @@ pub async fn non_resource(
     state: &State,
     info: &RequestInfo,
     query: &Query,
+    aggregated: bool,
 ) -> Result<Resp, ApiError> {
     if info.verb != "get" && info.verb != "head" {
         return Err(ApiError::method_not_allowed(format!(
@@ -144,6 +220,8 @@ pub async fn non_resource(
         ["version"] => json_resp(200, &version()),
         [w @ ("healthz" | "livez" | "readyz")] => health(state, w, None, query).await,
         [w @ ("healthz" | "livez" | "readyz"), check] => health(state, w, Some(check), query).await,
+        ["api"] if aggregated => aggregated_response(true),
+        ["apis"] if aggregated => aggregated_response(false),
         ["api"] => json_resp(
             200,
             &json!({
@@ -207,5 +285,15 @@ mod tests {
                 .any(|r| r["name"] == "deployments/scale" && r["group"] == "autoscaling")
         );
         assert!(resource_list("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn aggregated_apps() {
+        let g = group_discovery("apps", "v1");
+        let res = g["versions"][0]["resources"].as_array().unwrap();
+        let deploy = res.iter().find(|r| r["resource"] == "deployments").unwrap();
+        assert_eq!(deploy["scope"], "Namespaced");
+        assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
+        assert_eq!(g["metadata"]["name"], "apps");
     }
 }

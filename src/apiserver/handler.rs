@@ -87,7 +87,52 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The authentication chain: client certificate, bearer token, then anonymous if allowed.
-fn authenticate(state: &State, peer: &Peer, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+/// A service-account JWT: valid signature and claims, and the service account still exists
+/// with the uid the token names.
+async fn service_account(state: &State, token: &str) -> Result<UserInfo, ApiError> {
+    let sa = state
+        .sa_tokens
+        .as_ref()
+        .ok_or_else(ApiError::unauthorized)?;
+    let claims = sa.verify(token).map_err(|_| ApiError::unauthorized())?;
+    let ns = claims
+        .pointer("/kubernetes.io/namespace")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let name = claims
+        .pointer("/kubernetes.io/serviceaccount/name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let uid = claims
+        .pointer("/kubernetes.io/serviceaccount/uid")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let key = format!("/registry/serviceaccounts/{ns}/{name}");
+    let current = state.store.get(&key).await.ok().flatten();
+    let alive = current.is_some_and(|i| {
+        i.value
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            == Some(uid)
+    });
+    if !alive {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(UserInfo::authenticated(
+        format!("system:serviceaccount:{ns}:{name}"),
+        uid.to_owned(),
+        vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+        ],
+    ))
+}
+
+async fn authenticate(
+    state: &State,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
     match peer {
         Peer::Insecure => {
             return Ok(UserInfo::authenticated(
@@ -101,11 +146,10 @@ fn authenticate(state: &State, peer: &Peer, headers: &HeaderMap) -> Result<UserI
         Peer::NoCert => {}
     }
     if let Some(token) = bearer(headers) {
-        return state
-            .tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(ApiError::unauthorized);
+        if let Some(u) = state.tokens.get(token) {
+            return Ok(u.clone());
+        }
+        return service_account(state, token).await;
     }
     if state.anonymous {
         Ok(UserInfo::anonymous())
@@ -165,7 +209,7 @@ pub async fn handle(
     let query = request::parse_query(req.uri().query());
     let info = request::info(&method, req.uri().path(), &query);
     let (parts, body) = req.into_parts();
-    let (user, resp) = match authenticate(&state, &peer, &parts.headers) {
+    let (user, resp) = match authenticate(&state, &peer, &parts.headers).await {
         Err(e) => (None, error(&e)),
         Ok(user) => {
             let resp = match route(&state, &peer, &user, &info, query, parts.headers, body).await {
@@ -189,6 +233,60 @@ pub async fn handle(
     resp
 }
 
+/// Impersonation (`kubectl --as=USER --as-group=GROUP`): the requester needs the
+/// `impersonate` verb on `users` and `groups`, as upstream's impersonation filter checks.
+/// `Impersonate-Uid` and `Impersonate-Extra-*` are not built and are refused.
+async fn impersonate(
+    state: &State,
+    user: &UserInfo,
+    headers: &HeaderMap,
+) -> Result<Option<UserInfo>, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let users = values("impersonate-user");
+    let groups = values("impersonate-group");
+    let unsupported = headers
+        .keys()
+        .any(|k| k.as_str() == "impersonate-uid" || k.as_str().starts_with("impersonate-extra-"));
+    if users.is_empty() {
+        if !groups.is_empty() || unsupported {
+            return Err(ApiError::bad_request(
+                "impersonating groups or extra fields requires impersonating a user",
+            ));
+        }
+        return Ok(None);
+    }
+    if unsupported {
+        return Err(ApiError::bad_request(
+            "Impersonate-Uid and Impersonate-Extra-* are not built in klab",
+        ));
+    }
+    let checks = std::iter::once(("users", users[0].clone()))
+        .chain(groups.iter().map(|g| ("groups", g.clone())));
+    for (resource, name) in checks {
+        let info = RequestInfo {
+            is_resource: true,
+            verb: "impersonate".into(),
+            resource: resource.into(),
+            name,
+            ..Default::default()
+        };
+        if let Decision::Deny(why) = authz::authorize(state, user, &info).await {
+            return Err(authz::forbidden(user, &info, &why));
+        }
+    }
+    Ok(Some(UserInfo::authenticated(
+        users[0].clone(),
+        String::new(),
+        groups,
+    )))
+}
+
 async fn route(
     state: &Arc<State>,
     peer: &Peer,
@@ -198,13 +296,20 @@ async fn route(
     headers: HeaderMap,
     body: hyper::body::Incoming,
 ) -> Result<Resp, ApiError> {
+    let impersonated = impersonate(state, user, &headers).await?;
+    let user = impersonated.as_ref().unwrap_or(user);
     if !matches!(peer, Peer::Insecure) {
         if let Decision::Deny(why) = authz::authorize(state, user, info).await {
             return Err(authz::forbidden(user, info, &why));
         }
     }
     if !info.is_resource {
-        return discovery::non_resource(state, info, &query).await;
+        let aggregated = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
+        return discovery::non_resource(state, info, &query, aggregated).await;
     }
     let body = if matches!(
         info.verb.as_str(),

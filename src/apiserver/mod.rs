@@ -9,26 +9,32 @@
 //! The request path, outside in: [`server`] (TLS, connections) → [`handler`] (authn, authz,
 //! routing, the log line) → [`rest`] (verbs) → [`storage`] (etcd).
 
+pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod body;
 pub mod bootstrap;
 pub mod defaults;
+pub mod delete;
 pub mod devpki;
 pub mod discovery;
 pub mod handler;
+pub mod list;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
 pub mod rest;
 pub mod review;
+pub mod satoken;
 pub mod server;
 pub mod status;
 pub mod storage;
+pub mod subresources;
 pub mod table;
 pub mod tls;
 pub mod watch;
+pub mod write;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -44,10 +50,18 @@ pub enum ApiserverError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     TokenFile(#[from] authn::TokenFileError),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] satoken::SaKeyError),
     #[error("connecting to the store")]
     Storage(#[from] storage::StorageError),
     #[error("invalid --authorization-mode {0:?}: expected AlwaysAllow, AlwaysDeny, RBAC or Node")]
     AuthorizationMode(String),
+    #[error(
+        "admission plugin {0:?} is not built in klab (built: NamespaceLifecycle, NodeRestriction)"
+    )]
+    AdmissionPlugin(String),
+    #[error("NamespaceLifecycle cannot be disabled in klab")]
+    NamespaceLifecycleOff,
     #[error("invalid --service-cluster-ip-range {0:?}: expected an IPv4 CIDR such as 10.96.0.0/12")]
     ServiceRange(String),
     #[error("invalid --service-node-port-range {0:?}: expected LOW-HIGH such as 30000-32767")]
@@ -66,6 +80,10 @@ pub enum ApiserverError {
 pub struct State {
     pub store: storage::Store,
     pub tokens: HashMap<String, authn::UserInfo>,
+    /// Service-account token signer and verifier, when the flags name keys.
+    pub sa_tokens: Option<satoken::ServiceAccountTokens>,
+    /// Whether the NodeRestriction admission plugin is on.
+    pub node_restriction: bool,
     pub anonymous: bool,
     pub authorizers: Vec<authz::Mode>,
     pub client_certs: Option<tls::ClientCerts>,
@@ -80,7 +98,12 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (ip, bits) = s.split_once('/')?;
     let ip: Ipv4Addr = ip.parse().ok()?;
     let bits: u8 = bits.parse().ok()?;
-    (bits <= 30).then_some((ip, bits))
+    if !(1..=30).contains(&bits) {
+        return None;
+    }
+    // The network address: host bits cleared, so allocation never runs past the range.
+    let mask = u32::MAX << (32 - u32::from(bits));
+    Some((Ipv4Addr::from(u32::from(ip) & mask), bits))
 }
 
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {
@@ -104,6 +127,21 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         .iter()
         .map(|m| authz::Mode::parse(m).ok_or_else(|| ApiserverError::AuthorizationMode(m.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut node_restriction = false;
+    for p in &args.enable_admission_plugins {
+        match p.trim() {
+            "NamespaceLifecycle" => {}
+            "NodeRestriction" => node_restriction = true,
+            other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
+        }
+    }
+    for p in &args.disable_admission_plugins {
+        match p.trim() {
+            "NodeRestriction" => node_restriction = false,
+            "NamespaceLifecycle" => return Err(ApiserverError::NamespaceLifecycleOff),
+            other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
+        }
+    }
     let service_range = parse_cidr(&args.service_cluster_ip_range)
         .ok_or_else(|| ApiserverError::ServiceRange(args.service_cluster_ip_range.clone()))?;
     let node_ports = parse_port_range(&args.service_node_port_range)
@@ -117,6 +155,11 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         Some(p) => authn::load_tokens(p)?,
         None => HashMap::new(),
     };
+    let sa_tokens = satoken::ServiceAccountTokens::load(
+        args.service_account_signing_key_file.as_deref(),
+        &args.service_account_key_file,
+        &args.service_account_issuer,
+    )?;
     let store = storage::Store::connect(&args).await?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {
         if args.bind_address == "0.0.0.0" {
@@ -128,6 +171,8 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
     let state = Arc::new(State {
         store,
         tokens,
+        sa_tokens,
+        node_restriction,
         anonymous: args.anonymous_auth,
         authorizers,
         client_certs,
@@ -136,8 +181,42 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         advertise,
         secure_port: args.secure_port,
     });
-    bootstrap::run(&state)
-        .await
-        .map_err(ApiserverError::Bootstrap)?;
+    // etcd may still be starting (static pods start together): retry for a minute, as
+    // upstream's storage layer does, before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match bootstrap::run(&state).await {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!(
+                    "kube-apiserver: waiting for etcd at {:?}: {e}",
+                    args.etcd_servers
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ApiserverError::Bootstrap(e)),
+        }
+    }
     server::serve(state, &args, tls).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_cidr("10.96.0.7/12"),
+            Some((Ipv4Addr::new(10, 96, 0, 0), 12))
+        );
+        assert_eq!(
+            parse_cidr("255.255.255.254/30"),
+            Some((Ipv4Addr::new(255, 255, 255, 252), 30))
+        );
+        assert_eq!(parse_cidr("10.0.0.0/31"), None);
+        assert_eq!(parse_cidr("nonsense"), None);
+        assert_eq!(parse_port_range("30000-32767"), Some((30000, 32767)));
+        assert_eq!(parse_port_range("2-1"), None);
+    }
 }

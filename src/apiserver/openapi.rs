@@ -161,6 +161,19 @@ pub mod strict {
             "EndpointSlice" => &["addressType", "endpoints", "ports"],
             "Role" | "ClusterRole" => &["rules", "aggregationRule"],
             "RoleBinding" | "ClusterRoleBinding" => &["subjects", "roleRef"],
+            "StorageClass" => &[
+                "provisioner",
+                "parameters",
+                "reclaimPolicy",
+                "mountOptions",
+                "allowVolumeExpansion",
+                "volumeBindingMode",
+                "allowedTopologies",
+            ],
+            "PriorityClass" => &["value", "globalDefault", "description", "preemptionPolicy"],
+            "RuntimeClass" => &["handler", "overhead", "scheduling"],
+            "ControllerRevision" => &["data", "revision"],
+            "PodTemplate" => &["template"],
             _ => &["spec", "status"],
         }
     }

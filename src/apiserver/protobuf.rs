@@ -34,6 +34,8 @@ enum Ty {
     Time,
     /// `intstr.IntOrString` (type = 1, intVal = 2, strVal = 3).
     IntOrString,
+    /// A message whose fields JSON shows in the parent (Go's `json:",inline"`).
+    Inline(&'static [F]),
 }
 
 /// One field: number, JSON name, type, whether repeated, whether a Go pointer (kept when zero).
@@ -232,7 +234,12 @@ const POLICY_RULE: &[F] = &[
     rep(4, "resourceNames", Str),
     rep(5, "nonResourceURLs", Str),
 ];
-const ROLE: &[F] = &[META, rep(2, "rules", Msg(POLICY_RULE))];
+const AGGREGATION_RULE: &[F] = &[rep(1, "clusterRoleSelectors", Msg(LABEL_SELECTOR))];
+const ROLE: &[F] = &[
+    META,
+    rep(2, "rules", Msg(POLICY_RULE)),
+    ptr(3, "aggregationRule", Msg(AGGREGATION_RULE)),
+];
 const SUBJECT: &[F] = &[
     f(1, "kind", Str),
     f(2, "apiGroup", Str),
@@ -274,6 +281,151 @@ const SSAR: &[F] = &[
     ),
     f(3, "status", Msg(SSAR_STATUS)),
 ];
+const RESOURCE_RULE: &[F] = &[
+    rep(1, "verbs", Str),
+    rep(2, "apiGroups", Str),
+    rep(3, "resources", Str),
+    rep(4, "resourceNames", Str),
+];
+const NON_RESOURCE_RULE: &[F] = &[rep(1, "verbs", Str), rep(2, "nonResourceURLs", Str)];
+const SSRR_STATUS: &[F] = &[
+    rep(1, "resourceRules", Msg(RESOURCE_RULE)),
+    rep(2, "nonResourceRules", Msg(NON_RESOURCE_RULE)),
+    f(3, "incomplete", Bool),
+    f(4, "evaluationError", Str),
+];
+const SSRR: &[F] = &[
+    META,
+    f(2, "spec", Msg(&[f(1, "namespace", Str)])),
+    f(3, "status", Msg(SSRR_STATUS)),
+];
+const TOKEN_REQUEST: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[rep(1, "audiences", Str), ptr(4, "expirationSeconds", Int)]),
+    ),
+    f(
+        3,
+        "status",
+        Msg(&[f(1, "token", Str), f(2, "expirationTimestamp", Time)]),
+    ),
+];
+const PDB_STATUS: &[F] = &[
+    f(1, "observedGeneration", Int),
+    f(3, "disruptionsAllowed", Int),
+    f(4, "currentHealthy", Int),
+    f(5, "desiredHealthy", Int),
+    f(6, "expectedPods", Int),
+];
+const PDB: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[
+            ptr(1, "minAvailable", IntOrString),
+            ptr(2, "selector", Msg(LABEL_SELECTOR)),
+            ptr(3, "maxUnavailable", IntOrString),
+            ptr(4, "unhealthyPodEvictionPolicy", Str),
+        ]),
+    ),
+    f(3, "status", Msg(PDB_STATUS)),
+];
+const JOB_SPEC: &[F] = &[
+    ptr(1, "parallelism", Int),
+    ptr(2, "completions", Int),
+    ptr(3, "activeDeadlineSeconds", Int),
+    ptr(4, "selector", Msg(LABEL_SELECTOR)),
+    ptr(5, "manualSelector", Bool),
+    f(6, "template", Msg(POD_TEMPLATE)),
+    ptr(7, "backoffLimit", Int),
+    ptr(8, "ttlSecondsAfterFinished", Int),
+    ptr(9, "completionMode", Str),
+    ptr(10, "suspend", Bool),
+];
+const JOB_STATUS: &[F] = &[
+    f(4, "active", Int),
+    f(5, "succeeded", Int),
+    f(6, "failed", Int),
+    f(7, "completedIndexes", Str),
+];
+const JOB: &[F] = &[
+    META,
+    f(2, "spec", Msg(JOB_SPEC)),
+    f(3, "status", Msg(JOB_STATUS)),
+];
+const JOB_TEMPLATE: &[F] = &[META, f(2, "spec", Msg(JOB_SPEC))];
+const CRON_JOB: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[
+            f(1, "schedule", Str),
+            ptr(2, "startingDeadlineSeconds", Int),
+            f(3, "concurrencyPolicy", Str),
+            ptr(4, "suspend", Bool),
+            f(5, "jobTemplate", Msg(JOB_TEMPLATE)),
+            ptr(6, "successfulJobsHistoryLimit", Int),
+            ptr(7, "failedJobsHistoryLimit", Int),
+            ptr(8, "timeZone", Str),
+        ]),
+    ),
+    f(3, "status", Msg(&[])),
+];
+const PRIORITY_CLASS: &[F] = &[
+    META,
+    f(2, "value", Int),
+    f(3, "globalDefault", Bool),
+    f(4, "description", Str),
+    ptr(5, "preemptionPolicy", Str),
+];
+const QUOTA: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[f(1, "hard", MapQuantity), rep(2, "scopes", Str)]),
+    ),
+    f(
+        3,
+        "status",
+        Msg(&[f(1, "hard", MapQuantity), f(2, "used", MapQuantity)]),
+    ),
+];
+const SERVICE_BACKEND_PORT: &[F] = &[f(1, "name", Str), f(2, "number", Int)];
+const INGRESS_BACKEND: &[F] = &[ptr(
+    4,
+    "service",
+    Msg(&[f(1, "name", Str), f(2, "port", Msg(SERVICE_BACKEND_PORT))]),
+)];
+const HTTP_PATH: &[F] = &[
+    f(1, "path", Str),
+    f(2, "backend", Msg(INGRESS_BACKEND)),
+    ptr(3, "pathType", Str),
+];
+const INGRESS_RULE_VALUE: &[F] = &[ptr(1, "http", Msg(&[rep(1, "paths", Msg(HTTP_PATH))]))];
+const INGRESS_RULE: &[F] = &[
+    f(1, "host", Str),
+    f(2, "ingressRuleValue", Inline(INGRESS_RULE_VALUE)),
+];
+const INGRESS_TLS: &[F] = &[rep(1, "hosts", Str), f(2, "secretName", Str)];
+const INGRESS: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Msg(&[
+            ptr(1, "defaultBackend", Msg(INGRESS_BACKEND)),
+            rep(2, "tls", Msg(INGRESS_TLS)),
+            rep(3, "rules", Msg(INGRESS_RULE)),
+            ptr(4, "ingressClassName", Str),
+        ]),
+    ),
+    f(3, "status", Msg(&[f(1, "loadBalancer", Msg(&[]))])),
+];
 const USER_INFO: &[F] = &[
     f(1, "username", Str),
     f(2, "uid", Str),
@@ -293,10 +445,18 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("policy/v1", "PodDisruptionBudget") => PDB,
+        ("batch/v1", "Job") => JOB,
+        ("scheduling.k8s.io/v1", "PriorityClass") => PRIORITY_CLASS,
+        ("v1", "ResourceQuota") => QUOTA,
+        ("networking.k8s.io/v1", "Ingress") => INGRESS,
+        ("batch/v1", "CronJob") => CRON_JOB,
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SSRR,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }
@@ -420,7 +580,9 @@ fn value(ty: Ty, w: &Wire, path: &str) -> Result<Value, ApiError> {
             }
             if kind == 1 { s.into() } else { int.into() }
         }
-        MapStr | MapBytes | MapQuantity => return Err(bad("map handled by its field")),
+        MapStr | MapBytes | MapQuantity | Inline(_) => {
+            return Err(bad("maps and inline messages are handled by their field"));
+        }
     })
 }
 
@@ -453,6 +615,11 @@ fn message(schema: &'static [F], buf: &[u8], path: &str) -> Result<Value, ApiErr
             format!("{path}.{name}")
         };
         match ty {
+            Inline(inner) => {
+                if let Value::Object(m) = message(inner, bytes(&w)?, path)? {
+                    out.extend(m);
+                }
+            }
             MapStr | MapBytes | MapQuantity => {
                 let (k, v) = entry(&w)?;
                 let v = match (ty, v) {

@@ -87,6 +87,20 @@ pub fn info(method: &http::Method, path: &str, query: &Query) -> RequestInfo {
         _ => lower.as_str(),
     }
     .to_owned();
+    // A list or watch of one name (`fieldSelector=metadata.name=X`) is about that object, for
+    // RBAC's resourceNames and the Node authorizer, as upstream's RequestInfoFactory decides.
+    if matches!(info.verb.as_str(), "list" | "watch") && info.name.is_empty() {
+        if let Some(sel) = query.get("fieldSelector") {
+            let names: Vec<&str> = sel
+                .split(',')
+                .filter_map(|t| t.trim().strip_prefix("metadata.name="))
+                .map(|n| n.trim_start_matches('='))
+                .collect();
+            if let [one] = names.as_slice() {
+                info.name = (*one).to_owned();
+            }
+        }
+    }
     info
 }
 
@@ -130,5 +144,10 @@ mod tests {
         );
         let i = get("/version", "");
         assert!(!i.is_resource);
+        let i = get(
+            "/api/v1/namespaces/a/secrets",
+            "watch=1&fieldSelector=metadata.name%3Dtls",
+        );
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("watch", "tls"));
     }
 }

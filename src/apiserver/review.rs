@@ -1,11 +1,14 @@
 //! Reviews: computed answers about the caller, never stored.
 //!
 //! Mirrors `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`) and
-//! `authorization.k8s.io/v1` SelfSubjectAccessReview (`kubectl auth can-i`), which run the
-//! same authorizers as real requests.
+//! TokenReview (how a kubelet asks who a bearer token belongs to), and `authorization.k8s.io/v1`
+//! SelfSubjectAccessReview (`kubectl auth can-i`), SubjectAccessReview (the same question
+//! about someone else) and SelfSubjectRulesReview (`kubectl auth can-i --list`), which run the
+//! same authenticators and authorizers as real requests.
 
 use serde_json::{Value, json};
 
+use super::authn::UserInfo;
 use super::authz::{self, Decision};
 use super::handler::{Ctx, Resp, json as json_resp};
 use super::request::RequestInfo;
@@ -42,8 +45,64 @@ pub async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
             obj["status"] = json!({"userInfo": info});
             Ok(json_resp(201, &obj))
         }
-        "selfsubjectaccessreviews" => {
+        "tokenreviews" => {
+            let token = obj
+                .pointer("/spec/token")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let status = match ctx.state.tokens.get(token) {
+                Some(u) => {
+                    json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}})
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            obj["metadata"] = meta;
+            obj["status"] = status;
+            Ok(json_resp(201, &obj))
+        }
+        "selfsubjectrulesreviews" => {
+            let ns = obj
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let rules = authz::rules_for(&ctx.state, &ctx.user, ns).await;
+            let (mut resource, mut non_resource) = (Vec::new(), Vec::new());
+            for r in rules {
+                if r.get("nonResourceURLs").is_some() {
+                    non_resource.push(json!({"verbs": r.get("verbs"), "nonResourceURLs": r.get("nonResourceURLs")}));
+                }
+                if r.get("resources").is_some() {
+                    let mut rr = json!({"verbs": r.get("verbs"), "apiGroups": r.get("apiGroups"), "resources": r.get("resources")});
+                    if let Some(n) = r.get("resourceNames") {
+                        rr["resourceNames"] = n.clone();
+                    }
+                    resource.push(rr);
+                }
+            }
+            obj["metadata"] = meta;
+            obj["status"] = json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false});
+            Ok(json_resp(201, &obj))
+        }
+        "selfsubjectaccessreviews" | "subjectaccessreviews" => {
             let spec = obj.get("spec").cloned().unwrap_or_default();
+            let subject = if res.plural == "subjectaccessreviews" {
+                let groups = spec
+                    .get("groups")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|g| g.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                UserInfo {
+                    name: attr(&spec, "user"),
+                    uid: attr(&spec, "uid"),
+                    groups,
+                }
+            } else {
+                ctx.user.clone()
+            };
             let info = if let Some(ra) = spec.get("resourceAttributes") {
                 RequestInfo {
                     is_resource: true,
@@ -69,7 +128,7 @@ pub async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
                     &[("spec.resourceAttributes".into(), "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified".into())],
                 ));
             };
-            let decision = authz::authorize(&ctx.state, &ctx.user, &info).await;
+            let decision = authz::authorize(&ctx.state, &subject, &info).await;
             let status = match decision {
                 Decision::Allow => {
                     json!({"allowed": true, "reason": "allowed by the configured authorizers"})

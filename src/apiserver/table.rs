@@ -1,10 +1,10 @@
 //! Server-side printing: `Table` objects for `kubectl get`, with upstream's columns.
 //!
 //! Mirrors `pkg/printers/internalversion/printers.go` for pods, nodes, namespaces, services,
-//! deployments, replicasets, daemonsets, configmaps, secrets and serviceaccounts (priority-1
-//! columns are the ones `-o wide` adds), and the default table convertor (NAME, AGE) for the
-//! rest. Each row carries the object as PartialObjectMetadata unless `includeObject` says
-//! otherwise.
+//! endpoints, events, deployments, replicasets, daemonsets, statefulsets, jobs, cronjobs,
+//! configmaps, secrets, serviceaccounts, leases and role bindings (priority-1 columns are the
+//! ones `-o wide` adds), and the default table convertor (NAME, AGE) for the rest. Each row
+//! carries the object as PartialObjectMetadata unless `includeObject` says otherwise.
 
 use serde_json::{Value, json};
 
@@ -403,7 +403,168 @@ fn columns(res: &Resource) -> Vec<Value> {
             ),
             age,
         ],
+        "statefulsets" => vec![
+            name,
+            col("Ready", "string", 0, "Number of the pod with ready state"),
+            age,
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+        ],
+        "jobs" => vec![
+            name,
+            col("Status", "string", 0, "Status of the job."),
+            col(
+                "Completions",
+                "string",
+                0,
+                "The completion status of the job.",
+            ),
+            col(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
+            age,
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
+        ],
+        "cronjobs" => vec![
+            name,
+            col("Schedule", "string", 0, "The schedule in Cron format."),
+            col(
+                "Timezone",
+                "string",
+                0,
+                "The time zone name for the given schedule.",
+            ),
+            col(
+                "Suspend",
+                "boolean",
+                0,
+                "This flag tells the controller to suspend subsequent executions.",
+            ),
+            col(
+                "Active",
+                "integer",
+                0,
+                "A list of pointers to currently running jobs.",
+            ),
+            col(
+                "Last Schedule",
+                "string",
+                0,
+                "Information when was the last time the job was successfully scheduled.",
+            ),
+            age,
+        ],
+        "events" => vec![
+            col(
+                "Last Seen",
+                "string",
+                0,
+                "The time at which the most recent occurrence of this event was recorded.",
+            ),
+            col(
+                "Type",
+                "string",
+                0,
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
+            col(
+                "Reason",
+                "string",
+                0,
+                "This should be a short, machine understandable string that gives the reason for this event being generated.",
+            ),
+            col(
+                "Object",
+                "string",
+                0,
+                "The object that this event is about.",
+            ),
+            col(
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
+        ],
+        "endpoints" => vec![
+            name,
+            col("Endpoints", "string", 0, "Endpoints of the service"),
+            age,
+        ],
+        "leases" => vec![
+            name,
+            col("Holder", "string", 0, "The holder of the lease."),
+            age,
+        ],
+        "rolebindings" | "clusterrolebindings" => vec![
+            name,
+            col("Role", "string", 0, "Role referenced by this binding"),
+            age,
+            col("Users", "string", 1, "Users in the binding"),
+            col("Groups", "string", 1, "Groups in the binding"),
+            col(
+                "ServiceAccounts",
+                "string",
+                1,
+                "ServiceAccounts in the binding",
+            ),
+        ],
         _ => vec![name, age],
+    }
+}
+
+/// Age of an optional timestamp field, `<unknown>` when missing (the Event and Job columns).
+fn since(obj: &Value, ptr: &str) -> String {
+    match time::OffsetDateTime::parse(s(obj, ptr), &time::format_description::well_known::Rfc3339) {
+        Ok(t) => duration::human((time::OffsetDateTime::now_utc() - t).whole_seconds()),
+        Err(_) => "<unknown>".into(),
+    }
+}
+
+fn job_status(o: &Value) -> &'static str {
+    let cond = |t: &str| {
+        arr(o, "/status/conditions")
+            .iter()
+            .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
+    };
+    if cond("Complete") {
+        "Complete"
+    } else if cond("Failed") {
+        "Failed"
+    } else if o.pointer("/spec/suspend") == Some(&json!(true)) {
+        "Suspended"
+    } else {
+        "Running"
     }
 }
 
@@ -558,6 +719,141 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             vec![name, json!(s(o, "/type")), json!(count.to_string()), age]
         }
         "serviceaccounts" => vec![name, json!(arr(o, "/secrets").len().to_string()), age],
+        "statefulsets" => {
+            let (c, i) = containers_images(o);
+            let ready = format!(
+                "{}/{}",
+                n(o, "/status/readyReplicas"),
+                n(o, "/spec/replicas")
+            );
+            vec![name, json!(ready), age, json!(c), json!(i)]
+        }
+        "jobs" => {
+            let (c, i) = containers_images(o);
+            let done = format!(
+                "{}/{}",
+                n(o, "/status/succeeded"),
+                o.pointer("/spec/completions")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            );
+            let duration = match (s(o, "/status/startTime"), s(o, "/status/completionTime")) {
+                ("", _) => String::new(),
+                (_, "") => since(o, "/status/startTime"),
+                (start, end) => {
+                    let p = |t: &str| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    };
+                    match (p(start), p(end)) {
+                        (Some(a), Some(b)) => duration::human((b - a).whole_seconds()),
+                        _ => String::new(),
+                    }
+                }
+            };
+            vec![
+                name,
+                json!(job_status(o)),
+                json!(done),
+                json!(duration),
+                age,
+                json!(c),
+                json!(i),
+                json!(selector(o)),
+            ]
+        }
+        "cronjobs" => {
+            let last = if s(o, "/status/lastScheduleTime").is_empty() {
+                "<none>".to_owned()
+            } else {
+                since(o, "/status/lastScheduleTime")
+            };
+            vec![
+                name,
+                json!(s(o, "/spec/schedule")),
+                json!(or_none(s(o, "/spec/timeZone").to_owned())),
+                json!(o.pointer("/spec/suspend") == Some(&json!(true))),
+                json!(arr(o, "/status/active").len()),
+                json!(last),
+                age,
+            ]
+        }
+        "events" => {
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find(|p| !s(o, p).is_empty())
+            .map(|p| since(o, p))
+            .unwrap_or_else(|| "<unknown>".into());
+            let object = format!(
+                "{}/{}",
+                s(o, "/involvedObject/kind").to_lowercase(),
+                s(o, "/involvedObject/name")
+            );
+            vec![
+                json!(last),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(object),
+                json!(s(o, "/message")),
+            ]
+        }
+        "endpoints" => {
+            let mut eps = Vec::new();
+            for subset in arr(o, "/subsets") {
+                for a in arr(subset, "/addresses") {
+                    let ports = arr(subset, "/ports");
+                    if ports.is_empty() {
+                        eps.push(s(a, "/ip").to_owned());
+                    }
+                    for p in ports {
+                        eps.push(format!("{}:{}", s(a, "/ip"), n(p, "/port")));
+                    }
+                }
+            }
+            let shown = if eps.len() > 3 {
+                format!("{} + {} more...", eps[..3].join(","), eps.len() - 3)
+            } else {
+                or_none(eps.join(","))
+            };
+            vec![name, json!(shown), age]
+        }
+        "leases" => vec![
+            name,
+            json!(or_none(s(o, "/spec/holderIdentity").to_owned())),
+            age,
+        ],
+        "rolebindings" | "clusterrolebindings" => {
+            let who = |kind: &str| {
+                let names: Vec<String> = arr(o, "/subjects")
+                    .iter()
+                    .filter(|x| s(x, "/kind") == kind)
+                    .map(|x| {
+                        if kind == "ServiceAccount" {
+                            format!("{}/{}", s(x, "/namespace"), s(x, "/name"))
+                        } else {
+                            s(x, "/name").to_owned()
+                        }
+                    })
+                    .collect();
+                names.join(", ")
+            };
+            let role = format!("{}/{}", s(o, "/roleRef/kind"), s(o, "/roleRef/name"));
+            vec![
+                name,
+                json!(role),
+                age,
+                json!(who("User")),
+                json!(who("Group")),
+                json!(who("ServiceAccount")),
+            ]
+        }
         _ => vec![name, age],
     }
 }

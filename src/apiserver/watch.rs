@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::handler::{Ctx, Resp};
-use super::rest::{ListOpts, collect, list_opts, selected};
+use super::list::{ListOpts, collect, list_opts, selected};
 use super::status::ApiError;
 use super::storage::decode;
 use super::{State, table};

@@ -40,6 +40,8 @@ impl Drop for Proc {
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Etcd,
+    /// etcd on https, requiring client certificates (the API server's --etcd-* TLS flags).
+    EtcdTls,
     KlabStore,
 }
 
@@ -56,12 +58,28 @@ pub struct Cluster {
 
 fn start_store(backend: Backend, dir: &Path) -> Option<(Proc, String)> {
     let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let scheme = if matches!(backend, Backend::EtcdTls) {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://127.0.0.1:{port}");
     let mut child = match backend {
-        Backend::Etcd => {
+        Backend::Etcd | Backend::EtcdTls => {
             let bin = require("etcd")?;
             let peer = format!("http://127.0.0.1:{}", free_port());
+            let tls: Vec<String> = if matches!(backend, Backend::EtcdTls) {
+                vec![
+                    format!("--cert-file={}", dir.join("apiserver.crt").display()),
+                    format!("--key-file={}", dir.join("apiserver.key").display()),
+                    format!("--trusted-ca-file={}", dir.join("ca.crt").display()),
+                    "--client-cert-auth".into(),
+                ]
+            } else {
+                vec![]
+            };
             Command::new(bin)
+                .args(tls)
                 .arg("--name=t")
                 .arg(format!("--data-dir={}", dir.join("etcd").display()))
                 .arg(format!("--listen-client-urls={endpoint}"))
@@ -88,7 +106,7 @@ fn start_store(backend: Backend, dir: &Path) -> Option<(Proc, String)> {
     Some((Proc(child), endpoint))
 }
 
-pub const USERS: &[&str] = &["admin", "alice"];
+pub const USERS: &[&str] = &["admin", "alice", "system:node:n1"];
 
 impl Cluster {
     /// Starts everything, or `None` (a printed skip) when a needed tool is missing outside CI.
@@ -104,6 +122,10 @@ impl Cluster {
                 Client {
                     user: "alice",
                     groups: &["dev"],
+                },
+                Client {
+                    user: "system:node:n1",
+                    groups: &["system:nodes"],
                 },
             ],
         )
@@ -136,6 +158,15 @@ impl Cluster {
             ))
             .arg(format!("--etcd-servers={etcd_endpoint}"))
             .arg("--authorization-mode=Node,RBAC")
+            .args(if matches!(backend, Backend::EtcdTls) {
+                vec![
+                    format!("--etcd-cafile={}", d.join("ca.crt").display()),
+                    format!("--etcd-certfile={}", d.join("admin.crt").display()),
+                    format!("--etcd-keyfile={}", d.join("admin.key").display()),
+                ]
+            } else {
+                vec![]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -184,8 +215,9 @@ impl Cluster {
             .arg("--cacert")
             .arg(self.path("ca.crt"));
         if let Some(u) = user {
-            cmd.arg("--cert").arg(self.path(&format!("{u}.crt")));
-            cmd.arg("--key").arg(self.path(&format!("{u}.key")));
+            let f = devpki::file_stem(u);
+            cmd.arg("--cert").arg(self.path(&format!("{f}.crt")));
+            cmd.arg("--key").arg(self.path(&format!("{f}.key")));
         }
         if let Some(b) = body {
             let f = self.dir.path().join("body.bin");

@@ -1,0 +1,111 @@
+//! Admission: the NodeRestriction plugin (NamespaceLifecycle's checks live in the create path).
+//!
+//! Mirrors `plugin/pkg/admission/noderestriction`: with `--enable-admission-plugins=
+//! NodeRestriction`, a kubelet (`system:node:<name>` in `system:nodes`) may create, modify and
+//! delete only its own Node object, create only mirror pods bound to itself, and update the
+//! status of, delete or evict only the pods bound to itself. Leaves out its label rules
+//! (`node-restriction.kubernetes.io/`) and the checks on pods' service-account and volume refs.
+
+use serde_json::Value;
+
+use super::authn::UserInfo;
+use super::body;
+use super::handler::Ctx;
+use super::rest::{fetch, target};
+use super::status::ApiError;
+use crate::api::resources::Resource;
+
+const MIRROR: &str = "kubernetes.io/config.mirror";
+
+fn forbid(res: &Resource, name: &str, why: String) -> ApiError {
+    ApiError::forbidden(&target(res, name), &why)
+}
+
+/// The node a kubelet user speaks for, if the request comes from one.
+fn node_of(user: &UserInfo) -> Option<&str> {
+    let node = user.name.strip_prefix("system:node:")?;
+    user.groups
+        .iter()
+        .any(|g| g == "system:nodes")
+        .then_some(node)
+}
+
+/// Checks a request from a kubelet against NodeRestriction's rules.
+pub async fn node_restriction(ctx: &Ctx, res: &Resource) -> Result<(), ApiError> {
+    if !ctx.state.node_restriction {
+        return Ok(());
+    }
+    let Some(node) = node_of(&ctx.user) else {
+        return Ok(());
+    };
+    let info = &ctx.info;
+    let write = matches!(
+        info.verb.as_str(),
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    );
+    if !write || !res.group.is_empty() {
+        return Ok(());
+    }
+    match res.plural {
+        "nodes" => {
+            let name = if info.verb == "create" {
+                let b = body::decode(ctx.content_type(), &ctx.body)?;
+                b.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                info.name.clone()
+            };
+            if name != node {
+                return Err(forbid(
+                    res,
+                    &name,
+                    format!("node \"{node}\" is not allowed to modify node \"{name}\""),
+                ));
+            }
+        }
+        "pods" if info.verb == "create" && info.subresource.is_empty() => {
+            let b = body::decode(ctx.content_type(), &ctx.body)?;
+            let name = b
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mirror = b
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(MIRROR))
+                .is_some();
+            let bound = b.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
+            if !mirror || !bound {
+                return Err(forbid(
+                    res,
+                    name,
+                    format!(
+                        "pod does not have \"{MIRROR}\" annotation, node \"{node}\" can only create mirror pods bound to itself"
+                    ),
+                ));
+            }
+        }
+        "pods" => {
+            let pod = fetch(&ctx.state, res, &info.namespace, &info.name).await?;
+            let on = pod
+                .value
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let allowed_sub = matches!(info.subresource.as_str(), "status" | "eviction" | "")
+                && (!info.subresource.is_empty() || info.verb == "delete");
+            if on != node || !allowed_sub {
+                return Err(forbid(
+                    res,
+                    &info.name,
+                    format!(
+                        "node \"{node}\" can only update pod status for, or delete, pods with spec.nodeName set to itself"
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
