@@ -7,6 +7,7 @@
 mod apiserver;
 mod book;
 mod certs;
+mod kubelet;
 mod ps;
 mod real;
 mod runtime;

@@ -1,0 +1,506 @@
+//! One pod through CRI, in the seed's order: data folder, sandbox (pause), init containers one
+//! by one, then each container, replacing one whose spec hash changed and restarting exited
+//! ones by restartPolicy with CrashLoopBackOff back-off; and the pod's termination. Mirrors
+//! upstream's `kuberuntime_manager.go` (`SyncPod`, `computePodActions`, `KillPod`); leaves
+//! out volumes, probes, preStop hooks and ephemeral containers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::Error;
+use super::spec::{self, PodRef};
+use super::status::{Observed, Run, Seen, View, initialized};
+use crate::runtime::cri::Cri;
+
+/// Upstream's back-off for restarting a failed container: 10 s, doubling, at most 5 min.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    delay: Duration,
+    until: Instant,
+}
+
+/// The CRI side of one pod worker: its runtime connection and what it remembers between
+/// syncs (back-off per container, and why a container is waiting).
+pub struct PodRuntime {
+    cri: Cri,
+    root: PathBuf,
+    backoff: HashMap<String, Backoff>,
+    waiting: HashMap<String, (String, String)>,
+}
+
+/// CRI ids travel in pod status as `containerd://<id>`; CRI calls take the bare id.
+fn bare(id: &str) -> &str {
+    id.rsplit("://").next().unwrap_or(id)
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn mkdir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|source| Error::PodDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl PodRuntime {
+    pub fn new(cri: Cri, root: &Path) -> PodRuntime {
+        PodRuntime {
+            cri,
+            root: root.to_path_buf(),
+            backoff: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    fn cri_err(pod: &PodRef) -> impl FnOnce(crate::runtime::Error) -> Error + '_ {
+        move |source| Error::Runtime {
+            pod: pod.key(),
+            source,
+        }
+    }
+
+    /// The pod's sandboxes, newest first.
+    async fn sandboxes(&mut self, r: &PodRef) -> Result<Vec<cri::PodSandbox>, Error> {
+        let mut all: Vec<cri::PodSandbox> = self
+            .cri
+            .list_pod_sandboxes()
+            .await
+            .map_err(Self::cri_err(r))?
+            .into_iter()
+            .filter(|s| s.labels.get(spec::POD_UID) == Some(&r.uid))
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(all)
+    }
+
+    /// The pod's containers (of any sandbox), newest attempt first.
+    async fn containers(&mut self, r: &PodRef) -> Result<Vec<cri::Container>, Error> {
+        let mut all: Vec<cri::Container> = self
+            .cri
+            .list_containers()
+            .await
+            .map_err(Self::cri_err(r))?
+            .into_iter()
+            .filter(|c| c.labels.get(spec::POD_UID) == Some(&r.uid))
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse(c.metadata.as_ref().map(|m| m.attempt)));
+        Ok(all)
+    }
+
+    async fn seen(&mut self, r: &PodRef, c: &cri::Container) -> Result<Seen, Error> {
+        let st = self
+            .cri
+            .container_status(&c.id)
+            .await
+            .map_err(Self::cri_err(r))?;
+        let state = match cri::ContainerState::try_from(st.state) {
+            Ok(cri::ContainerState::ContainerRunning) => Run::Running {
+                started: st.started_at,
+            },
+            Ok(cri::ContainerState::ContainerExited) => Run::Exited {
+                code: st.exit_code,
+                reason: st.reason.clone(),
+                message: st.message.clone(),
+                started: st.started_at,
+                finished: st.finished_at,
+            },
+            _ => Run::Created,
+        };
+        Ok(Seen {
+            id: format!("containerd://{}", c.id),
+            attempt: c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            hash: c
+                .annotations
+                .get(spec::CONTAINER_HASH)
+                .cloned()
+                .unwrap_or_default(),
+            image_ref: st.image_ref,
+            state,
+        })
+    }
+
+    /// What runs for each container of the spec in `sandbox`: newest and previous instance.
+    async fn views(
+        &mut self,
+        r: &PodRef,
+        sandbox: &str,
+        specs: &[Container],
+    ) -> Result<Vec<View>, Error> {
+        let all = self.containers(r).await?;
+        let mut views = Vec::new();
+        for c in specs {
+            let mine: Vec<&cri::Container> = all
+                .iter()
+                .filter(|k| k.pod_sandbox_id == sandbox)
+                .filter(|k| k.labels.get(spec::CONTAINER_NAME) == Some(&c.name))
+                .collect();
+            let current = match mine.first() {
+                Some(k) => Some(self.seen(r, k).await?),
+                None => None,
+            };
+            let previous = match mine.get(1) {
+                Some(k) => Some(self.seen(r, k).await?),
+                None => None,
+            };
+            views.push(View {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                current,
+                previous,
+                waiting: self.waiting.get(&c.name).cloned(),
+            });
+        }
+        Ok(views)
+    }
+
+    /// Brings the pod's containers to its spec, one step of the way, and says what runs.
+    pub async fn sync(&mut self, pod: &Pod, host_ip: &str) -> Result<Observed, Error> {
+        let r = PodRef::of(pod);
+        mkdir(&r.dir(&self.root).join("volumes"))?;
+        mkdir(&r.log_dir(&self.root))?;
+        self.waiting.clear();
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let sandboxes = self.sandboxes(&r).await?;
+        let ready = sandboxes
+            .iter()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
+        let (sandbox, attempt) = match ready {
+            Some(s) => (
+                s.id.clone(),
+                s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            ),
+            None if terminal => return self.observe(pod, "", host_ip).await,
+            None => {
+                // The seed: a pod whose pause container is gone has its containers stopped
+                // first, then gets a new sandbox.
+                for s in &sandboxes {
+                    self.remove_sandbox(&r, &s.id, 0).await?;
+                }
+                let attempt = sandboxes.len() as u32;
+                let config = spec::sandbox_config(pod, attempt, &self.root);
+                let id = self
+                    .cri
+                    .run_pod_sandbox(config)
+                    .await
+                    .map_err(Self::cri_err(&r))?;
+                eprintln!("kubelet: pod {}: sandbox {id} running", r.key());
+                (id, attempt)
+            }
+        };
+        let config = spec::sandbox_config(pod, attempt, &self.root);
+        let pod_spec = pod.spec.clone().unwrap_or_default();
+        let init_specs = pod_spec.init_containers.clone().unwrap_or_default();
+        let init = self.views(&r, &sandbox, &init_specs).await?;
+        for (c, v) in init_specs.iter().zip(&init) {
+            match (&v.current, v.exit_code()) {
+                (Some(_), Some(0)) => continue,
+                (None, _) => self.start(pod, &sandbox, &config, c, 0, true).await,
+                (Some(cur), Some(_)) if restart_policy(pod) != "Never" => {
+                    self.restart(pod, &sandbox, &config, c, cur.attempt + 1, true)
+                        .await
+                }
+                _ => {}
+            }
+            break;
+        }
+        let init = self.views(&r, &sandbox, &init_specs).await?;
+        let done = initialized(&Observed {
+            init,
+            ..Default::default()
+        });
+        if done {
+            let views = self.views(&r, &sandbox, &pod_spec.containers).await?;
+            for (c, v) in pod_spec.containers.iter().zip(&views) {
+                self.sync_container(pod, &sandbox, &config, c, v).await?;
+            }
+        }
+        self.collect_garbage(&r, &sandbox).await?;
+        self.observe(pod, &sandbox, host_ip).await
+    }
+
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        sandbox: &str,
+        config: &cri::PodSandboxConfig,
+        c: &Container,
+        v: &View,
+    ) -> Result<(), Error> {
+        let Some(cur) = &v.current else {
+            self.start(pod, sandbox, config, c, 0, false).await;
+            return Ok(());
+        };
+        let changed = cur.hash != spec::container_hash(c);
+        match (&cur.state, v.exit_code()) {
+            (Run::Running { .. }, _) if changed => {
+                eprintln!(
+                    "kubelet: pod {}: container {} spec changed, replacing it",
+                    PodRef::of(pod).key(),
+                    c.name
+                );
+                let grace = spec::grace_period(pod);
+                self.cri
+                    .stop_container(bare(&cur.id), grace)
+                    .await
+                    .map_err(Self::cri_err(&PodRef::of(pod)))?;
+                self.backoff.remove(&c.name);
+                self.start(pod, sandbox, config, c, cur.attempt + 1, false)
+                    .await;
+            }
+            (Run::Created, _) => {
+                if let Err(e) = self.cri.start_container(bare(&cur.id)).await {
+                    self.wait(&c.name, "RunContainerError", e.to_string());
+                }
+            }
+            (Run::Exited { .. }, Some(code)) => {
+                let restart = match restart_policy(pod) {
+                    "Never" => false,
+                    "OnFailure" => code != 0,
+                    _ => true,
+                };
+                if restart {
+                    self.restart(pod, sandbox, config, c, cur.attempt + 1, false)
+                        .await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, name: &str, reason: &str, message: String) {
+        self.waiting.insert(name.into(), (reason.into(), message));
+    }
+
+    /// Restarts an exited container unless it is backing off (CrashLoopBackOff).
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        sandbox: &str,
+        config: &cri::PodSandboxConfig,
+        c: &Container,
+        attempt: u32,
+        init: bool,
+    ) {
+        let now = Instant::now();
+        let prev = self.backoff.get(&c.name).copied();
+        if let Some(b) = prev.filter(|b| now < b.until) {
+            let r = PodRef::of(pod);
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                b.delay.as_secs(),
+                c.name,
+                r.name,
+                r.namespace,
+                r.uid
+            );
+            self.wait(&c.name, "CrashLoopBackOff", msg);
+            return;
+        }
+        let delay = prev.map_or(BACKOFF_START, |b| (b.delay * 2).min(BACKOFF_MAX));
+        self.backoff.insert(
+            c.name.clone(),
+            Backoff {
+                delay,
+                until: now + delay,
+            },
+        );
+        self.start(pod, sandbox, config, c, attempt, init).await;
+    }
+
+    /// Image, CreateContainer, StartContainer; a failure becomes the container's waiting
+    /// reason (upstream's ErrImagePull, CreateContainerError, RunContainerError).
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        sandbox: &str,
+        config: &cri::PodSandboxConfig,
+        c: &Container,
+        attempt: u32,
+        init: bool,
+    ) {
+        let r = PodRef::of(pod);
+        let image = c.image.clone().unwrap_or_default();
+        // No registry is reachable on a klab node: a local image is used whatever the pull
+        // policy says; a missing one is pulled.
+        match self.cri.image_status(&image).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Err(e) = self.cri.pull_image(&image).await {
+                    self.wait(&c.name, "ErrImagePull", e.to_string());
+                    return;
+                }
+            }
+            Err(e) => {
+                self.wait(&c.name, "ErrImagePull", e.to_string());
+                return;
+            }
+        }
+        if let Err(e) = mkdir(&r.log_dir(&self.root).join(&c.name)) {
+            self.wait(&c.name, "CreateContainerError", e.to_string());
+            return;
+        }
+        let cfg = spec::container_config(pod, c, attempt, init);
+        let id = match self
+            .cri
+            .create_container(sandbox, cfg, config.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                self.wait(&c.name, "CreateContainerError", e.to_string());
+                return;
+            }
+        };
+        match self.cri.start_container(&id).await {
+            Ok(()) => eprintln!(
+                "kubelet: pod {}: container {} started ({id}, attempt {attempt})",
+                r.key(),
+                c.name
+            ),
+            Err(e) => self.wait(&c.name, "RunContainerError", e.to_string()),
+        }
+    }
+
+    /// Keeps the newest two instances of each container (current and lastState); removes
+    /// exited older ones and everything in sandboxes other than `keep`.
+    async fn collect_garbage(&mut self, r: &PodRef, keep: &str) -> Result<(), Error> {
+        let all = self.containers(r).await?;
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for c in all {
+            let name = c
+                .labels
+                .get(spec::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let n = count.entry(name).or_default();
+            *n += 1;
+            let exited = c.state == cri::ContainerState::ContainerExited as i32;
+            if exited && (*n > 2 || c.pod_sandbox_id != keep) {
+                let _ = self.cri.remove_container(&c.id).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_sandbox(&mut self, r: &PodRef, id: &str, grace: i64) -> Result<(), Error> {
+        let running: Vec<String> = self
+            .containers(r)
+            .await?
+            .into_iter()
+            .filter(|c| c.pod_sandbox_id == id)
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .map(|c| c.id)
+            .collect();
+        // Every container gets the whole grace period at once, as upstream kills in parallel.
+        let mut stops = tokio::task::JoinSet::new();
+        for c in running {
+            let mut cri = self.cri.clone();
+            stops.spawn(async move { cri.stop_container(&c, grace).await });
+        }
+        while let Some(done) = stops.join_next().await {
+            if let Ok(Err(e)) = done {
+                eprintln!("kubelet: pod {}: {e}", r.key());
+            }
+        }
+        let err = Self::cri_err(r);
+        self.cri.stop_pod_sandbox(id).await.map_err(err)?;
+        self.cri
+            .remove_pod_sandbox(id)
+            .await
+            .map_err(Self::cri_err(r))
+    }
+
+    /// Stops every container of the pod within `grace` seconds (SIGTERM, then SIGKILL by the
+    /// runtime), then its sandboxes, and removes its data folder.
+    pub async fn kill(&mut self, pod: &Pod, grace: i64) -> Result<(), Error> {
+        let r = PodRef::of(pod);
+        for s in self.sandboxes(&r).await? {
+            self.remove_sandbox(&r, &s.id, grace).await?;
+        }
+        let _ = std::fs::remove_dir_all(r.dir(&self.root));
+        let _ = std::fs::remove_dir_all(r.log_dir(&self.root));
+        Ok(())
+    }
+
+    async fn observe(
+        &mut self,
+        pod: &Pod,
+        sandbox: &str,
+        host_ip: &str,
+    ) -> Result<Observed, Error> {
+        let r = PodRef::of(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = self
+            .views(&r, sandbox, &spec.init_containers.unwrap_or_default())
+            .await?;
+        let containers = self.views(&r, sandbox, &spec.containers).await?;
+        let pod_ip = if sandbox.is_empty() {
+            String::new()
+        } else if spec::host_network(pod) {
+            host_ip.to_string()
+        } else {
+            self.cri
+                .pod_sandbox_status(sandbox)
+                .await
+                .map_err(Self::cri_err(&r))?
+                .network
+                .unwrap_or_default()
+                .ip
+        };
+        Ok(Observed {
+            init,
+            containers,
+            sandbox_ready: !sandbox.is_empty(),
+            pod_ip,
+            host_ip: host_ip.to_string(),
+            simulated: false,
+        })
+    }
+}
+
+/// Sandboxes whose pod the kubelet does not know: left by pods deleted while it was down.
+pub async fn orphans(cri: &mut Cri, known: &[String]) -> Vec<(String, String)> {
+    cri.list_pod_sandboxes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let uid = s.labels.get(spec::POD_UID)?.clone();
+            (!known.contains(&uid)).then_some((uid, s.id))
+        })
+        .collect()
+}
+
+/// Stops an orphaned sandbox's containers (with the grace period they were created with) and
+/// removes it.
+pub async fn remove_orphan(cri: &mut Cri, sandbox: &str) {
+    let containers = cri.list_containers().await.unwrap_or_default();
+    for c in containers.iter().filter(|c| c.pod_sandbox_id == sandbox) {
+        if c.state == cri::ContainerState::ContainerRunning as i32 {
+            let grace = c
+                .annotations
+                .get(spec::GRACE)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(30);
+            let _ = cri.stop_container(&c.id, grace).await;
+        }
+    }
+    let _ = cri.stop_pod_sandbox(sandbox).await;
+    let _ = cri.remove_pod_sandbox(sandbox).await;
+}
