@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+/// Held by every test that starts containerd: one containerd per host at a time (containerd
+/// 1.6 keeps state in /run/containerd whatever its config says), and one `cni0` bridge.
+pub static CONTAINERD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The fixed "now" of every snapshot: a week into the fixtures' validity.
 pub fn now() -> OffsetDateTime {
     time::macros::datetime!(2026-12-01 00:00:00 UTC)
