@@ -45,9 +45,16 @@ pub struct View {
     pub current: Option<Seen>,
     pub previous: Option<Seen>,
     pub waiting: Option<(String, String)>,
+    /// The readiness probe's verdict; `None` when the container has no readiness probe.
+    pub probe_ready: Option<bool>,
 }
 
 impl View {
+    /// Running, not waiting to restart, and passing its readiness probe if it has one.
+    pub fn ready(&self) -> bool {
+        self.waiting.is_none() && self.running() && self.probe_ready.unwrap_or(true)
+    }
+
     pub fn running(&self) -> bool {
         matches!(
             self.current.as_ref().map(|s| &s.state),
@@ -145,6 +152,7 @@ fn container_status(v: &View) -> ContainerStatus {
         (None, None) => (waiting("ContainerCreating", ""), None),
     };
     let running = v.waiting.is_none() && v.running();
+    let ready = v.ready();
     ContainerStatus {
         name: v.name.clone(),
         image: v.image.clone(),
@@ -155,7 +163,7 @@ fn container_status(v: &View) -> ContainerStatus {
             .unwrap_or_default(),
         container_id: v.current.as_ref().map(|s| s.id.clone()),
         restart_count: v.current.as_ref().map(|s| s.attempt as i32).unwrap_or(0),
-        ready: running,
+        ready,
         started: Some(running),
         state: Some(state),
         last_state: Some(last.unwrap_or_default()),
@@ -235,11 +243,7 @@ fn condition(old: &Option<PodStatus>, kind: &str, ok: bool, now: &Time) -> PodCo
 pub fn build(pod: &Pod, obs: &Observed, now: Timestamp) -> PodStatus {
     let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
     let old = pod.status.clone();
-    let ready = !obs.containers.is_empty()
-        && obs
-            .containers
-            .iter()
-            .all(|v| v.waiting.is_none() && v.running());
+    let ready = !obs.containers.is_empty() && obs.containers.iter().all(View::ready);
     let phase = phase(pod, obs);
     let mut conditions = vec![
         condition(&old, "PodReadyToStartContainers", obs.sandbox_ready, &now),
@@ -306,6 +310,7 @@ mod tests {
             }),
             previous: None,
             waiting: waiting.map(|r| (r.into(), String::new())),
+            probe_ready: None,
         }
     }
 

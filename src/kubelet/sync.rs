@@ -1,8 +1,8 @@
 //! One pod through CRI, in the seed's order: data folder, sandbox (pause), init containers one
 //! by one, then each container, replacing one whose spec hash changed and restarting exited
 //! ones by restartPolicy with CrashLoopBackOff back-off; and the pod's termination. Mirrors
-//! upstream's `kuberuntime_manager.go` (`SyncPod`, `computePodActions`, `KillPod`); leaves
-//! out volumes, probes, preStop hooks and ephemeral containers.
+//! upstream's `kuberuntime_manager.go` (`SyncPod`, `computePodActions`, `KillPod`) and the
+//! prober's workers; leaves out volumes, preStop hooks and ephemeral containers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::Error;
 use super::spec::{self, PodRef};
 use super::status::{Observed, Run, Seen, View, initialized};
+use super::{Error, probe};
 use crate::runtime::cri::Cri;
 
 /// Upstream's back-off for restarting a failed container: 10 s, doubling, at most 5 min.
@@ -33,6 +33,8 @@ pub struct PodRuntime {
     root: PathBuf,
     backoff: HashMap<String, Backoff>,
     waiting: HashMap<String, (String, String)>,
+    /// Probe history per (container id, "liveness" | "readiness").
+    probes: HashMap<(String, &'static str), probe::Tracker>,
 }
 
 /// CRI ids travel in pod status as `containerd://<id>`; CRI calls take the bare id.
@@ -61,6 +63,7 @@ impl PodRuntime {
             root: root.to_path_buf(),
             backoff: HashMap::new(),
             waiting: HashMap::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -154,12 +157,20 @@ impl PodRuntime {
                 Some(k) => Some(self.seen(r, k).await?),
                 None => None,
             };
+            let probe_ready = c.readiness_probe.as_ref().map(|_| {
+                current.as_ref().is_some_and(|s| {
+                    self.probes
+                        .get(&(s.id.clone(), "readiness"))
+                        .is_some_and(|t| t.ok)
+                })
+            });
             views.push(View {
                 name: c.name.clone(),
                 image: c.image.clone().unwrap_or_default(),
                 current,
                 previous,
                 waiting: self.waiting.get(&c.name).cloned(),
+                probe_ready,
             });
         }
         Ok(views)
@@ -228,6 +239,8 @@ impl PodRuntime {
             for (c, v) in pod_spec.containers.iter().zip(&views) {
                 self.sync_container(pod, &sandbox, &config, c, v).await?;
             }
+            self.probe(pod, &sandbox, host_ip, &pod_spec.containers)
+                .await?;
         }
         self.collect_garbage(&r, &sandbox).await?;
         self.observe(pod, &sandbox, host_ip).await
@@ -281,6 +294,79 @@ impl PodRuntime {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Runs the probes that are due. A liveness probe that failed failureThreshold times in a
+    /// row stops its container, which the restart policy then restarts, as upstream.
+    async fn probe(
+        &mut self,
+        pod: &Pod,
+        sandbox: &str,
+        host_ip: &str,
+        specs: &[Container],
+    ) -> Result<(), Error> {
+        let r = PodRef::of(pod);
+        let ip = self.pod_ip(pod, sandbox, host_ip).await?;
+        let views = self.views(&r, sandbox, specs).await?;
+        for (c, v) in specs.iter().zip(&views) {
+            let Some(Seen {
+                id,
+                state: Run::Running { started },
+                ..
+            }) = &v.current
+            else {
+                continue;
+            };
+            for (kind, p) in [
+                ("liveness", &c.liveness_probe),
+                ("readiness", &c.readiness_probe),
+            ] {
+                let Some(p) = p else { continue };
+                let key = (id.clone(), kind);
+                let mut t = self.probes.get(&key).cloned().unwrap_or_default();
+                if !t.due(p, *started) {
+                    continue;
+                }
+                let outcome = probe::run(&mut self.cri, c, bare(id), &ip, p).await;
+                t.record(p, outcome);
+                if kind == "liveness" && t.failed {
+                    eprintln!(
+                        "kubelet: pod {}: container {} failed liveness probe ({}), will be restarted",
+                        r.key(),
+                        c.name,
+                        t.message
+                    );
+                    self.cri
+                        .stop_container(bare(id), spec::grace_period(pod))
+                        .await
+                        .map_err(Self::cri_err(&r))?;
+                }
+                self.probes.insert(key, t);
+            }
+        }
+        let live: Vec<String> = views
+            .iter()
+            .filter_map(|v| v.current.as_ref().map(|s| s.id.clone()))
+            .collect();
+        self.probes.retain(|(id, _), _| live.contains(id));
+        Ok(())
+    }
+
+    async fn pod_ip(&mut self, pod: &Pod, sandbox: &str, host_ip: &str) -> Result<String, Error> {
+        if sandbox.is_empty() {
+            return Ok(String::new());
+        }
+        if spec::host_network(pod) {
+            return Ok(host_ip.to_string());
+        }
+        Ok(self
+            .cri
+            .pod_sandbox_status(sandbox)
+            .await
+            .map_err(Self::cri_err(&PodRef::of(pod)))?
+            .network
+            .unwrap_or_default()
+            .ip)
     }
 
     fn wait(&mut self, name: &str, reason: &str, message: String) {
@@ -450,19 +536,7 @@ impl PodRuntime {
             .views(&r, sandbox, &spec.init_containers.unwrap_or_default())
             .await?;
         let containers = self.views(&r, sandbox, &spec.containers).await?;
-        let pod_ip = if sandbox.is_empty() {
-            String::new()
-        } else if spec::host_network(pod) {
-            host_ip.to_string()
-        } else {
-            self.cri
-                .pod_sandbox_status(sandbox)
-                .await
-                .map_err(Self::cri_err(&r))?
-                .network
-                .unwrap_or_default()
-                .ip
-        };
+        let pod_ip = self.pod_ip(pod, sandbox, host_ip).await?;
         Ok(Observed {
             init,
             containers,

@@ -78,6 +78,39 @@ fn pod_manifest(name: &str, image: &str, policy: &str, script: &str) -> String {
     )
 }
 
+const PROBED: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  nodeName: kl-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: live
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: web
+    image: localhost/klab/echo:1.0
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+  - name: idle
+    image: busybox
+    command: ["sleep", "3600"]
+    readinessProbe:
+      tcpSocket: {port: 9999}
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+
 fn node_ready(c: &Cluster) -> Option<Value> {
     let n = get(c, &format!("node/{NODE}"))?;
     let ready = n["status"]["conditions"]
@@ -184,6 +217,42 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     });
     assert!(crash["restartCount"].as_i64().unwrap() > 0, "{crash}");
     assert_eq!(crash["lastState"]["terminated"]["exitCode"], 1);
+
+    // Probes: a failing liveness probe restarts its container; readiness decides `ready`.
+    apply(c, "probed", PROBED);
+    let statuses = |c: &Cluster| -> Option<Vec<Value>> {
+        status_of(c, "probed")?["containerStatuses"]
+            .as_array()
+            .cloned()
+    };
+    let by_name = |all: &[Value], n: &str| all.iter().find(|s| s["name"] == n).cloned().unwrap();
+    let all = wait_for("the liveness probe restarting `live`", 90, &log, || {
+        statuses(c).filter(|all| {
+            all.iter()
+                .any(|s| s["name"] == "live" && s["restartCount"].as_i64() >= Some(1))
+                && all.iter().any(|s| s["name"] == "web" && s["ready"] == true)
+        })
+    });
+    assert_eq!(
+        by_name(&all, "web")["restartCount"],
+        0,
+        "a passing tcpSocket liveness probe"
+    );
+    assert_eq!(
+        by_name(&all, "idle")["ready"],
+        false,
+        "a failing readiness probe"
+    );
+    assert!(by_name(&all, "idle")["state"]["running"].is_object());
+    let st = status_of(c, "probed").unwrap();
+    assert!(
+        st["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "False"),
+        "{st}"
+    );
 
     // SIGKILL the kubelet and start it again: the running container is adopted, not restarted.
     let before = container(c, "busy").unwrap();
