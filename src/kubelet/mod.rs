@@ -179,6 +179,7 @@ async fn connect(args: &KubeletArgs) -> Result<(Option<Cri>, String), Error> {
 /// nodeStatusUpdateFrequency and lease renew interval).
 async fn heartbeat(client: kube::Client, id: node::Identity, root: PathBuf, cri: Option<Cri>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut conditions = Vec::new();
     loop {
         tick.tick().await;
         if let Err(e) = node::renew_lease(&client, &id.name).await {
@@ -192,7 +193,9 @@ async fn heartbeat(client: kube::Client, id: node::Identity, root: PathBuf, cri:
                 .map(|e| format!("container runtime network not ready: {}", chain(&e))),
             None => None,
         };
-        if let Err(e) = node::update_status(&client, &id, &root, problem.as_deref()).await {
+        if let Err(e) =
+            node::update_status(&client, &id, &root, problem.as_deref(), &mut conditions).await
+        {
             eprintln!("kubelet: {}", chain(&e));
         }
     }

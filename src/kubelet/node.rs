@@ -161,8 +161,14 @@ pub fn conditions(root: &Path, runtime_problem: Option<&str>, now: &Time) -> Vec
     ]
 }
 
-/// The whole status, as `kubectl describe node` shows it.
-pub fn status(id: &Identity, root: &Path, runtime_problem: Option<&str>) -> NodeStatus {
+/// The whole status, as `kubectl describe node` shows it. A condition whose status is the
+/// same as in `prev` keeps its lastTransitionTime.
+pub fn status(
+    id: &Identity,
+    root: &Path,
+    runtime_problem: Option<&str>,
+    prev: &[NodeCondition],
+) -> NodeStatus {
     let now = Time(
         Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()),
     );
@@ -180,7 +186,20 @@ pub fn status(id: &Identity, root: &Path, runtime_problem: Option<&str>) -> Node
                 address: id.name.clone(),
             },
         ]),
-        conditions: Some(conditions(root, runtime_problem, &now)),
+        conditions: Some(
+            conditions(root, runtime_problem, &now)
+                .into_iter()
+                .map(|mut c| {
+                    if let Some(p) = prev
+                        .iter()
+                        .find(|p| p.type_ == c.type_ && p.status == c.status)
+                    {
+                        c.last_transition_time = p.last_transition_time.clone();
+                    }
+                    c
+                })
+                .collect(),
+        ),
         node_info: Some(NodeSystemInfo {
             architecture: std::env::consts::ARCH
                 .replace("x86_64", "amd64")
@@ -230,7 +249,7 @@ pub async fn register(client: &kube::Client, id: &Identity, root: &Path) -> Resu
         }
         Err(e) => return Err(err(e)),
     }
-    update_status(client, id, root, None).await
+    update_status(client, id, root, None, &mut Vec::new()).await
 }
 
 pub async fn update_status(
@@ -238,9 +257,12 @@ pub async fn update_status(
     id: &Identity,
     root: &Path,
     runtime_problem: Option<&str>,
+    prev: &mut Vec<NodeCondition>,
 ) -> Result<(), Error> {
     let api: Api<Node> = Api::all(client.clone());
-    let body = serde_json::json!({"status": status(id, root, runtime_problem)});
+    let st = status(id, root, runtime_problem, prev);
+    *prev = st.conditions.clone().unwrap_or_default();
+    let body = serde_json::json!({ "status": st });
     api.patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .map_err(|source| Error::NodeStatus {
