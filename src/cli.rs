@@ -441,6 +441,21 @@ pub struct KubeletArgs {
     /// Unique identifier of the node in the machine database of a cloud provider (spec.providerID)
     #[arg(long, value_name = "ID")]
     pub provider_id: Option<String>,
+    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs)
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// The IP address for the kubelet's server to serve on
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub address: String,
+    /// File containing the x509 certificate for HTTPS (default: self-signed in --root-dir/pki)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// File containing the x509 private key matching --tls-cert-file
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Clients of the server must present a certificate signed by this CA
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// klab only: `containerd` (real pods through CRI) or `simulated` (no processes)
     #[arg(long, value_enum, default_value = "containerd")]
     pub runtime: RuntimeKind,

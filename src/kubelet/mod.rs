@@ -6,6 +6,7 @@
 
 pub mod node;
 pub mod probe;
+pub mod server;
 pub mod simulated;
 pub mod spec;
 pub mod static_pods;
@@ -100,6 +101,20 @@ pub enum Error {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("loading the :10250 server's TLS material from {}", path.display())]
+    ServerTls {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("listening on {addr} (is another kubelet running? see --port)")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--address {0:?} is not an IP address")]
+    Address(String),
     #[error("writing mirror pod {pod}")]
     Mirror {
         pod: String,
@@ -204,6 +219,7 @@ async fn heartbeat(client: kube::Client, id: node::Identity, root: PathBuf, cri:
 /// The pods the kubelet knows and the worker of each.
 struct Pods {
     shared: Arc<Shared>,
+    running: server::Running,
     api: HashMap<String, Pod>,
     mirrors: HashMap<String, Pod>,
     statics: HashMap<String, Pod>,
@@ -223,6 +239,16 @@ fn key(pod: &Pod) -> String {
 }
 
 impl Pods {
+    fn show(&self, pod: &Pod, gone: bool) {
+        if let Ok(mut m) = self.running.write() {
+            if gone {
+                m.remove(&key(pod));
+            } else {
+                m.insert(key(pod), pod.clone());
+            }
+        }
+    }
+
     fn dispatch(&mut self, uid: &str, desired: Desired, source: Source) {
         if let Some((tx, task)) = self.workers.get(uid) {
             if !task.is_finished() {
@@ -255,6 +281,7 @@ impl Pods {
             return;
         }
         let u = uid(&pod);
+        self.show(&pod, false);
         self.api.insert(u.clone(), pod.clone());
         self.dispatch(&u, Desired::Run(Box::new(pod)), Source::Api);
     }
@@ -265,6 +292,7 @@ impl Pods {
             return;
         }
         let u = uid(pod);
+        self.show(pod, true);
         self.api.remove(&u);
         self.dispatch(&u, Desired::Gone, Source::Api);
     }
@@ -282,7 +310,9 @@ impl Pods {
             .cloned()
             .collect();
         for u in gone {
-            self.statics.remove(&u);
+            if let Some(p) = self.statics.remove(&u) {
+                self.show(&p, true);
+            }
             self.dispatch(&u, Desired::Gone, Source::File);
         }
         for (u, pod) in now {
@@ -294,6 +324,7 @@ impl Pods {
             }
             if !self.statics.contains_key(&u) {
                 eprintln!("kubelet: static pod {} from {}", key(&pod), dir.display());
+                self.show(&pod, false);
                 self.statics.insert(u.clone(), pod.clone());
                 self.dispatch(&u, Desired::Run(Box::new(pod)), Source::File);
             }
@@ -359,8 +390,25 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         args.root_dir.clone(),
         cri.clone(),
     ));
+    let running = server::Running::default();
+    let address: std::net::IpAddr = args
+        .address
+        .parse()
+        .map_err(|_| Error::Address(args.address.clone()))?;
+    let listener = tokio::spawn(server::serve(
+        server::Options {
+            addr: std::net::SocketAddr::new(address, args.port),
+            cert: args.tls_cert_file.clone(),
+            key: args.tls_private_key_file.clone(),
+            client_ca: args.client_ca_file.clone(),
+            root: args.root_dir.clone(),
+            node: node.clone(),
+        },
+        running.clone(),
+    ));
 
     let mut pods = Pods {
+        running,
         shared: Arc::new(Shared {
             client: client.clone(),
             cri,
@@ -378,8 +426,15 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut listed: Vec<String> = Vec::new();
     let mut synced = false;
+    let mut listener = std::pin::pin!(listener);
     loop {
         tokio::select! {
+            done = &mut listener => {
+                return match done {
+                    Ok(result) => result,
+                    Err(_) => Ok(()),
+                };
+            }
             event = events.next() => match event {
                 Some(Ok(watcher::Event::Apply(p))) => pods.apply(p),
                 Some(Ok(watcher::Event::Delete(p))) => pods.delete(&p),

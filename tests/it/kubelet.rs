@@ -18,7 +18,9 @@ const NODE: &str = "kl-node";
 /// The runtime test's pod CIDR: the host has one `cni0` bridge, with one address.
 const POD_CIDR: &str = "10.88.77.0/24";
 
-fn start_kubelet(c: &Cluster, root: &Path, extra: &[&str]) -> Proc {
+/// Starts `klab kubelet` with its :10250 server on `port`, clients checked against the
+/// cluster's CA.
+fn start_kubelet(c: &Cluster, root: &Path, port: u16, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -31,12 +33,36 @@ fn start_kubelet(c: &Cluster, root: &Path, extra: &[&str]) -> Proc {
         .arg("--node-ip=127.0.0.1")
         .arg("--node-labels=klab.dev/test=yes")
         .arg(format!("--root-dir={}", root.display()))
+        .arg(format!("--port={port}"))
+        .arg("--address=127.0.0.1")
+        .arg(format!("--client-ca-file={}", c.path("ca.crt")))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
     Proc(child)
+}
+
+/// GET on the kubelet's server as the cluster's admin (or with no certificate).
+fn kubelet_get(c: &Cluster, port: u16, path: &str, cert: bool) -> Option<String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sSk", "--fail"]);
+    if cert {
+        cmd.args([
+            "--cert",
+            &c.path("admin.crt"),
+            "--key",
+            &c.path("admin.key"),
+        ]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn kubectl(c: &Cluster, args: &[&str]) -> String {
@@ -147,7 +173,8 @@ fn processes_with(marker: &str) -> usize {
 fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let log = root.with_extension("log");
     let endpoint = format!("--container-runtime-endpoint=unix://{}", socket.display());
-    let mut kubelet = start_kubelet(c, root, &[&endpoint]);
+    let port = crate::free_port();
+    let mut kubelet = start_kubelet(c, root, port, &[&endpoint]);
 
     // The node registers with capacity, addresses and nodeInfo from the real runtime.
     let n = wait_for("node Ready", 60, &log, || node_ready(c));
@@ -177,7 +204,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     );
 
     // A busybox pod, bound to the node in its manifest, reaches Running with a pod IP.
-    let script = "trap 'exit 0' TERM; sleep 3601 & wait";
+    let script = "echo hello from busy; trap 'exit 0' TERM; sleep 3601 & wait";
     apply(
         c,
         "busy",
@@ -205,6 +232,10 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             "{cond} in {st}"
         );
     }
+
+    // The kubelet's server shows the container's log, read from the CRI log file.
+    let logs = kubelet_get(c, port, "/containerLogs/default/busy/c", true).unwrap();
+    assert_eq!(logs, "hello from busy\n");
 
     // A crashing container is restarted, then backs off.
     apply(
@@ -257,7 +288,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     // SIGKILL the kubelet and start it again: the running container is adopted, not restarted.
     let before = container(c, "busy").unwrap();
     drop(kubelet);
-    kubelet = start_kubelet(c, root, &[&endpoint]);
+    kubelet = start_kubelet(c, root, port, &[&endpoint]);
     apply(
         c,
         "after",
@@ -354,7 +385,7 @@ fn kubelet_runs_pods_on_real_containerd() {
 
 #[test]
 fn kubelet_simulated_runtime_and_static_pods() {
-    if require("kubectl").is_none() {
+    if require("kubectl").is_none() || require("curl").is_none() {
         return;
     }
     let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
@@ -370,7 +401,8 @@ fn kubelet_simulated_runtime_and_static_pods() {
     };
     std::fs::write(manifests.join("web.yaml"), web("localhost/klab/echo:1.0")).unwrap();
     let manifest_flag = format!("--pod-manifest-path={}", manifests.display());
-    let _kubelet = start_kubelet(&c, &root, &["--runtime=simulated", &manifest_flag]);
+    let port = crate::free_port();
+    let _kubelet = start_kubelet(&c, &root, port, &["--runtime=simulated", &manifest_flag]);
     let log = root.with_extension("log");
     let n = wait_for("node Ready", 60, &log, || node_ready(&c));
     assert_eq!(
@@ -396,6 +428,22 @@ fn kubelet_simulated_runtime_and_static_pods() {
         "{st}"
     );
     assert!(st.get("podIP").is_none(), "no pod IP is invented: {st}");
+
+    // The :10250 server: client certificates signed by the cluster CA only.
+    assert_eq!(
+        kubelet_get(&c, port, "/healthz", true).as_deref(),
+        Some("ok")
+    );
+    assert_eq!(kubelet_get(&c, port, "/healthz", false), None);
+    let pods: Value = serde_json::from_str(&kubelet_get(&c, port, "/pods", true).unwrap()).unwrap();
+    assert!(
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["metadata"]["name"] == "sim"),
+        "{pods}"
+    );
 
     // The static pod is mirrored into the API, and an edited manifest replaces it.
     let mirror = |c: &Cluster| -> Option<Value> {
