@@ -2,7 +2,8 @@
 //! watches the pods bound to it (field selector `spec.nodeName`) and the static pods of
 //! --pod-manifest-path, and runs each through CRI (or the simulated runtime) with a worker per
 //! pod. Mirrors upstream's `pkg/kubelet` (`kubelet.go` syncLoop, pod workers, node status,
-//! node lease, prober); volumes and the :10250 server are not built yet (see the book).
+//! node lease, prober, server); volumes and exec/attach streaming are not built yet (see the
+//! book).
 
 pub mod node;
 pub mod probe;
