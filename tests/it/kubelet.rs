@@ -174,7 +174,16 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let log = root.with_extension("log");
     let endpoint = format!("--container-runtime-endpoint=unix://{}", socket.display());
     let port = crate::free_port();
-    let mut kubelet = start_kubelet(c, root, port, &[&endpoint]);
+    let manifests = root.with_extension("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let static_pod = |script: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: st\n  namespace: kube-system\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sh\", \"-c\", {script:?}]\n"
+        )
+    };
+    std::fs::write(manifests.join("st.yaml"), static_pod("sleep 3700")).unwrap();
+    let manifest_flag = format!("--pod-manifest-path={}", manifests.display());
+    let mut kubelet = start_kubelet(c, root, port, &[&endpoint, &manifest_flag]);
 
     // The node registers with capacity, addresses and nodeInfo from the real runtime.
     let n = wait_for("node Ready", 60, &log, || node_ready(c));
@@ -288,7 +297,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     // SIGKILL the kubelet and start it again: the running container is adopted, not restarted.
     let before = container(c, "busy").unwrap();
     drop(kubelet);
-    kubelet = start_kubelet(c, root, port, &[&endpoint]);
+    kubelet = start_kubelet(c, root, port, &[&endpoint, &manifest_flag]);
     apply(
         c,
         "after",
@@ -314,6 +323,41 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     });
     assert_eq!(replaced["image"], "busybox:stable");
     assert_eq!(replaced["restartCount"], 1);
+
+    // The static pod runs for real, and an edited manifest restarts it with the new spec.
+    let mirror = |c: &Cluster| -> Option<Value> {
+        let out = c.kubectl_with(
+            Path::new("kubectl"),
+            &[
+                "get",
+                "pod",
+                "-n",
+                "kube-system",
+                &format!("st-{NODE}"),
+                "-o",
+                "json",
+            ],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    };
+    wait_for("the static pod's mirror Running", 60, &log, || {
+        mirror(c).filter(|m| m["status"]["phase"] == "Running")
+    });
+    assert!(processes_with("sleep 3700") > 0, "the static pod runs");
+    std::fs::write(manifests.join("st.yaml"), static_pod("sleep 3701")).unwrap();
+    wait_for("the edited static pod Running", 60, &log, || {
+        mirror(c).filter(|m| {
+            m["spec"]["containers"][0]["command"][2] == "sleep 3701"
+                && m["status"]["phase"] == "Running"
+        })
+    });
+    wait_for("the old static pod's process gone", 30, &log, || {
+        (processes_with("sleep 3700") == 0).then_some(())
+    });
+    assert!(processes_with("sleep 3701") > 0, "the new static pod runs");
 
     // Deleting the pod stops its processes, then the kubelet removes the object.
     kubectl(c, &["delete", "pod", "busy", "--wait=false"]);
