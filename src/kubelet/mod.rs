@@ -2,8 +2,8 @@
 //! watches the pods bound to it (field selector `spec.nodeName`) and the static pods of
 //! --pod-manifest-path, and runs each through CRI (or the simulated runtime) with a worker per
 //! pod. Mirrors upstream's `pkg/kubelet` (`kubelet.go` syncLoop, pod workers, node status,
-//! node lease, prober, server); volumes and exec/attach streaming are not built yet (see the
-//! book).
+//! node lease, prober, server, volume manager); exec/attach streaming is not built yet (see
+//! the book).
 
 pub mod node;
 pub mod probe;
@@ -13,6 +13,7 @@ pub mod spec;
 pub mod static_pods;
 pub mod status;
 pub mod sync;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -116,6 +117,15 @@ pub enum Error {
     },
     #[error("--address {0:?} is not an IP address")]
     Address(String),
+    #[error("pod {pod}: reading the source of volume {volume}")]
+    Volume {
+        pod: String,
+        volume: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod {pod}: {what} (the pod waits until it exists)")]
+    VolumeSource { pod: String, what: String },
     #[error("writing mirror pod {pod}")]
     Mirror {
         pod: String,

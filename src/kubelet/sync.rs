@@ -2,7 +2,7 @@
 //! by one, then each container, replacing one whose spec hash changed and restarting exited
 //! ones by restartPolicy with CrashLoopBackOff back-off; and the pod's termination. Mirrors
 //! upstream's `kuberuntime_manager.go` (`SyncPod`, `computePodActions`, `KillPod`) and the
-//! prober's workers; leaves out volumes, preStop hooks and ephemeral containers.
+//! prober's workers; leaves out preStop hooks and ephemeral containers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::spec::{self, PodRef};
 use super::status::{Observed, Run, Seen, View, initialized};
-use super::{Error, probe};
+use super::{Error, probe, volumes};
 use crate::runtime::cri::Cri;
 
 /// Upstream's back-off for restarting a failed container: 10 s, doubling, at most 5 min.
@@ -30,6 +30,9 @@ struct Backoff {
 /// syncs (back-off per container, and why a container is waiting).
 pub struct PodRuntime {
     cri: Cri,
+    client: kube::Client,
+    /// Where each of the pod's volumes is on the host, by volume name.
+    volumes: HashMap<String, PathBuf>,
     root: PathBuf,
     backoff: HashMap<String, Backoff>,
     waiting: HashMap<String, (String, String)>,
@@ -57,9 +60,11 @@ fn mkdir(path: &Path) -> Result<(), Error> {
 }
 
 impl PodRuntime {
-    pub fn new(cri: Cri, root: &Path) -> PodRuntime {
+    pub fn new(cri: Cri, client: kube::Client, root: &Path) -> PodRuntime {
         PodRuntime {
             cri,
+            client,
+            volumes: HashMap::new(),
             root: root.to_path_buf(),
             backoff: HashMap::new(),
             waiting: HashMap::new(),
@@ -181,6 +186,7 @@ impl PodRuntime {
         let r = PodRef::of(pod);
         mkdir(&r.dir(&self.root).join("volumes"))?;
         mkdir(&r.log_dir(&self.root))?;
+        self.volumes = volumes::prepare(&self.client, pod, &self.root).await?;
         self.waiting.clear();
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -441,7 +447,8 @@ impl PodRuntime {
             self.wait(&c.name, "CreateContainerError", e.to_string());
             return;
         }
-        let cfg = spec::container_config(pod, c, attempt, init);
+        let mut cfg = spec::container_config(pod, c, attempt, init);
+        cfg.mounts = volumes::mounts(c, &self.volumes);
         let id = match self
             .cri
             .create_container(sandbox, cfg, config.clone())

@@ -81,7 +81,10 @@ async fn delete(shared: &Shared, pod: &Pod) -> Result<(), Error> {
 
 /// Runs one pod until it is terminated.
 pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: Source) {
-    let mut runtime = shared.cri.clone().map(|c| PodRuntime::new(c, &shared.root));
+    let mut runtime = shared
+        .cri
+        .clone()
+        .map(|c| PodRuntime::new(c, shared.client.clone(), &shared.root));
     let mut written: Option<serde_json::Value> = None;
     let mut last: Option<Box<Pod>> = None;
     loop {

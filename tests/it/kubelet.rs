@@ -104,6 +104,46 @@ fn pod_manifest(name: &str, image: &str, policy: &str, script: &str) -> String {
     )
 }
 
+const VOLS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greet
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+data:
+  token: czNjcmV0
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+spec:
+  nodeName: kl-node
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: cfg, configMap: {name: greet}}
+  - {name: sec, secret: {secretName: token}}
+  - {name: scratch, emptyDir: {}}
+  initContainers:
+  - name: writer
+    image: busybox
+    command: ["sh", "-c", "echo from the writer > /scratch/note"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  containers:
+  - name: reader
+    image: busybox
+    command: ["sh", "-c", "cat /cfg/greeting; echo; cat /sec/token; echo; cat /scratch/note; sleep 3600"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg, readOnly: true}
+    - {name: sec, mountPath: /sec, readOnly: true}
+    - {name: scratch, mountPath: /scratch}
+"#;
+
 const PROBED: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -245,6 +285,17 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     // The kubelet's server shows the container's log, read from the CRI log file.
     let logs = kubelet_get(c, port, "/containerLogs/default/busy/c", true).unwrap();
     assert_eq!(logs, "hello from busy\n");
+
+    // Volumes: a configMap and a secret written as files, an emptyDir shared by two containers.
+    apply(c, "vols", VOLS);
+    wait_for("vols Running", 60, &log, || {
+        status_of(c, "vols").filter(|s| s["phase"] == "Running")
+    });
+    let logs = wait_for("the reader's log", 30, &log, || {
+        kubelet_get(c, port, "/containerLogs/default/vols/reader", true)
+            .filter(|l| l.lines().count() >= 3)
+    });
+    assert_eq!(logs, "hello\ns3cret\nfrom the writer\n");
 
     // A crashing container is restarted, then backs off.
     apply(
