@@ -206,7 +206,7 @@ impl PodRuntime {
                 // The seed: a pod whose pause container is gone has its containers stopped
                 // first, then gets a new sandbox.
                 for s in &sandboxes {
-                    self.remove_sandbox(&r, &s.id, 0).await?;
+                    self.remove_sandbox(&r, &s.id, 0, None).await?;
                 }
                 let attempt = sandboxes.len() as u32;
                 let config = spec::sandbox_config(pod, attempt, &self.root);
@@ -491,20 +491,41 @@ impl PodRuntime {
         Ok(())
     }
 
-    async fn remove_sandbox(&mut self, r: &PodRef, id: &str, grace: i64) -> Result<(), Error> {
-        let running: Vec<String> = self
+    /// Stops the sandbox's running containers at once, each after its preStop hook (from
+    /// `pod`, when given), within `grace` seconds in all, then stops and removes the sandbox.
+    async fn remove_sandbox(
+        &mut self,
+        r: &PodRef,
+        id: &str,
+        grace: i64,
+        pod: Option<&Pod>,
+    ) -> Result<(), Error> {
+        let running: Vec<(String, String)> = self
             .containers(r)
             .await?
             .into_iter()
             .filter(|c| c.pod_sandbox_id == id)
             .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
-            .map(|c| c.id)
+            .map(|c| {
+                let name = c.labels.get(spec::CONTAINER_NAME).cloned();
+                (c.id, name.unwrap_or_default())
+            })
             .collect();
         // Every container gets the whole grace period at once, as upstream kills in parallel.
         let mut stops = tokio::task::JoinSet::new();
-        for c in running {
+        for (c, name) in running {
             let mut cri = self.cri.clone();
-            stops.spawn(async move { cri.stop_container(&c, grace).await });
+            let hook = pod.and_then(|p| pre_stop(p, &name));
+            stops.spawn(async move {
+                let start = Instant::now();
+                if let Some(cmd) = hook {
+                    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                    let limit = Duration::from_secs(grace.max(1) as u64);
+                    let _ = cri.exec_sync(&c, &cmd, limit).await;
+                }
+                let left = grace - start.elapsed().as_secs() as i64;
+                cri.stop_container(&c, left.max(0)).await
+            });
         }
         while let Some(done) = stops.join_next().await {
             if let Ok(Err(e)) = done {
@@ -519,12 +540,12 @@ impl PodRuntime {
             .map_err(Self::cri_err(r))
     }
 
-    /// Stops every container of the pod within `grace` seconds (SIGTERM, then SIGKILL by the
-    /// runtime), then its sandboxes, and removes its data folder.
+    /// Stops every container of the pod within `grace` seconds (preStop hook, SIGTERM, then
+    /// SIGKILL by the runtime), then its sandboxes, and removes its data folder.
     pub async fn kill(&mut self, pod: &Pod, grace: i64) -> Result<(), Error> {
         let r = PodRef::of(pod);
         for s in self.sandboxes(&r).await? {
-            self.remove_sandbox(&r, &s.id, grace).await?;
+            self.remove_sandbox(&r, &s.id, grace, Some(pod)).await?;
         }
         let _ = std::fs::remove_dir_all(r.dir(&self.root));
         let _ = std::fs::remove_dir_all(r.log_dir(&self.root));
@@ -553,6 +574,20 @@ impl PodRuntime {
             simulated: false,
         })
     }
+}
+
+/// The exec command of container `name`'s preStop hook (the only hook handler klab runs).
+fn pre_stop(pod: &Pod, name: &str) -> Option<Vec<String>> {
+    let spec = pod.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == name)?;
+    c.lifecycle
+        .as_ref()?
+        .pre_stop
+        .as_ref()?
+        .exec
+        .as_ref()?
+        .command
+        .clone()
 }
 
 /// Sandboxes whose pod the kubelet does not know: left by pods deleted while it was down.
