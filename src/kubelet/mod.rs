@@ -5,6 +5,7 @@
 //! node lease, prober, server, volume manager); exec/attach streaming is not built yet (see
 //! the book).
 
+pub mod env;
 pub mod node;
 pub mod probe;
 pub mod server;
@@ -124,8 +125,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("pod {pod}: {what} (the pod waits until it exists)")]
-    VolumeSource { pod: String, what: String },
+    #[error("pod {pod}: reading {what} for a container's environment")]
+    Env {
+        pod: String,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod {pod}: {what} not found (the pod waits until it exists)")]
+    Missing { pod: String, what: String },
     #[error("writing mirror pod {pod}")]
     Mirror {
         pod: String,

@@ -179,15 +179,6 @@ pub fn container_config(
         (CONTAINER_HASH.into(), container_hash(c)),
         (GRACE.into(), grace_period(pod).to_string()),
     ]);
-    let envs = c
-        .env
-        .iter()
-        .flatten()
-        .map(|e| cri::KeyValue {
-            key: e.name.clone(),
-            value: e.value.clone().unwrap_or_default(),
-        })
-        .collect();
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: c.name.clone(),
@@ -200,7 +191,7 @@ pub fn container_config(
         command: c.command.clone().unwrap_or_default(),
         args: c.args.clone().unwrap_or_default(),
         working_dir: c.working_dir.clone().unwrap_or_default(),
-        envs,
+        // The environment needs the API (valueFrom, envFrom): see `kubelet::env`.
         labels,
         annotations,
         log_path: format!("{}/{attempt}.log", c.name),

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::spec::{self, PodRef};
 use super::status::{Observed, Run, Seen, View, initialized};
-use super::{Error, probe, volumes};
+use super::{Error, env, probe, volumes};
 use crate::runtime::cri::Cri;
 
 /// Upstream's back-off for restarting a failed container: 10 s, doubling, at most 5 min.
@@ -33,6 +33,9 @@ pub struct PodRuntime {
     client: kube::Client,
     /// Where each of the pod's volumes is on the host, by volume name.
     volumes: HashMap<String, PathBuf>,
+    /// The pod's and node's IPs, for `fieldRef` env values.
+    pod_ip: String,
+    host_ip: String,
     root: PathBuf,
     backoff: HashMap<String, Backoff>,
     waiting: HashMap<String, (String, String)>,
@@ -65,6 +68,8 @@ impl PodRuntime {
             cri,
             client,
             volumes: HashMap::new(),
+            pod_ip: String::new(),
+            host_ip: String::new(),
             root: root.to_path_buf(),
             backoff: HashMap::new(),
             waiting: HashMap::new(),
@@ -220,6 +225,8 @@ impl PodRuntime {
             }
         };
         let config = spec::sandbox_config(pod, attempt, &self.root);
+        self.host_ip = host_ip.to_string();
+        self.pod_ip = self.pod_ip(pod, &sandbox, host_ip).await?;
         let pod_spec = pod.spec.clone().unwrap_or_default();
         let init_specs = pod_spec.init_containers.clone().unwrap_or_default();
         let init = self.views(&r, &sandbox, &init_specs).await?;
@@ -449,6 +456,13 @@ impl PodRuntime {
         }
         let mut cfg = spec::container_config(pod, c, attempt, init);
         cfg.mounts = volumes::mounts(c, &self.volumes);
+        match env::resolve(&self.client, pod, c, &self.pod_ip, &self.host_ip).await {
+            Ok(envs) => cfg.envs = envs,
+            Err(e) => {
+                self.wait(&c.name, "CreateContainerConfigError", super::chain(&e));
+                return;
+            }
+        }
         let id = match self
             .cri
             .create_container(sandbox, cfg, config.clone())

@@ -101,9 +101,9 @@ pub async fn prepare(
                         files.insert(k, b.0);
                     }
                 } else if !cm.optional.unwrap_or(false) {
-                    return Err(Error::VolumeSource {
+                    return Err(Error::Missing {
                         pod: r.key(),
-                        what: format!("configmap {:?} not found", cm.name),
+                        what: format!("configmap {:?}", cm.name),
                     });
                 }
                 let items = cm.items.clone().unwrap_or_default();
@@ -122,9 +122,9 @@ pub async fn prepare(
                         files.insert(k, b.0);
                     }
                 } else if !sec.optional.unwrap_or(false) {
-                    return Err(Error::VolumeSource {
+                    return Err(Error::Missing {
                         pod: r.key(),
-                        what: format!("secret {name:?} not found"),
+                        what: format!("secret {name:?}"),
                     });
                 }
                 let items = sec.items.clone().unwrap_or_default();

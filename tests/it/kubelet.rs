@@ -137,7 +137,13 @@ spec:
   containers:
   - name: reader
     image: busybox
-    command: ["sh", "-c", "cat /cfg/greeting; echo; cat /sec/token; echo; cat /scratch/note; sleep 3600"]
+    command: ["sh", "-c", "cat /cfg/greeting; echo; cat /sec/token; echo; cat /scratch/note; echo $GREETING $TOKEN $ME $CM_greeting; sleep 3600"]
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: greet, key: greeting}}}
+    - {name: TOKEN, valueFrom: {secretKeyRef: {name: token, key: token}}}
+    - {name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    envFrom:
+    - {prefix: CM_, configMapRef: {name: greet}}
     volumeMounts:
     - {name: cfg, mountPath: /cfg, readOnly: true}
     - {name: sec, mountPath: /sec, readOnly: true}
@@ -286,16 +292,20 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let logs = kubelet_get(c, port, "/containerLogs/default/busy/c", true).unwrap();
     assert_eq!(logs, "hello from busy\n");
 
-    // Volumes: a configMap and a secret written as files, an emptyDir shared by two containers.
+    // Volumes: a configMap and a secret written as files, an emptyDir shared by two containers;
+    // the environment from the same configMap and secret and from the pod's own fields.
     apply(c, "vols", VOLS);
     wait_for("vols Running", 60, &log, || {
         status_of(c, "vols").filter(|s| s["phase"] == "Running")
     });
     let logs = wait_for("the reader's log", 30, &log, || {
         kubelet_get(c, port, "/containerLogs/default/vols/reader", true)
-            .filter(|l| l.lines().count() >= 3)
+            .filter(|l| l.lines().count() >= 4)
     });
-    assert_eq!(logs, "hello\ns3cret\nfrom the writer\n");
+    assert_eq!(
+        logs,
+        "hello\ns3cret\nfrom the writer\nhello s3cret vols hello\n"
+    );
 
     // A crashing container is restarted, then backs off.
     apply(
