@@ -6,6 +6,7 @@
 //! the book).
 
 pub mod env;
+pub mod events;
 pub mod node;
 pub mod probe;
 pub mod server;
@@ -429,6 +430,7 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let mut pods = Pods {
         running,
         shared: Arc::new(Shared {
+            node: node.clone(),
             client: client.clone(),
             cri,
             root: args.root_dir.clone(),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use super::events::Pending;
 use super::spec::{self, PodRef};
 use super::status::{Observed, Run, Seen, View, initialized};
 use super::{Error, env, probe, volumes};
@@ -24,6 +25,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 struct Backoff {
     delay: Duration,
     until: Instant,
+    reported: bool,
 }
 
 /// The CRI side of one pod worker: its runtime connection and what it remembers between
@@ -33,6 +35,8 @@ pub struct PodRuntime {
     client: kube::Client,
     /// Where each of the pod's volumes is on the host, by volume name.
     volumes: HashMap<String, PathBuf>,
+    /// Events to write once the sync is done.
+    events: Vec<Pending>,
     /// The pod's and node's IPs, for `fieldRef` env values.
     pod_ip: String,
     host_ip: String,
@@ -70,6 +74,7 @@ impl PodRuntime {
             volumes: HashMap::new(),
             pod_ip: String::new(),
             host_ip: String::new(),
+            events: Vec::new(),
             root: root.to_path_buf(),
             backoff: HashMap::new(),
             waiting: HashMap::new(),
@@ -279,6 +284,11 @@ impl PodRuntime {
                     PodRef::of(pod).key(),
                     c.name
                 );
+                self.event(
+                    false,
+                    "Killing",
+                    format!("Container {} definition changed, will be restarted", c.name),
+                );
                 let grace = spec::grace_period(pod);
                 self.cri
                     .stop_container(bare(&cur.id), grace)
@@ -341,8 +351,24 @@ impl PodRuntime {
                     continue;
                 }
                 let outcome = probe::run(&mut self.cri, c, bare(id), &ip, p).await;
+                if let Err(why) = &outcome {
+                    let what = if kind == "liveness" {
+                        "Liveness"
+                    } else {
+                        "Readiness"
+                    };
+                    self.event(true, "Unhealthy", format!("{what} probe failed: {why}"));
+                }
                 t.record(p, outcome);
                 if kind == "liveness" && t.failed {
+                    self.event(
+                        false,
+                        "Killing",
+                        format!(
+                            "Container {} failed liveness probe, will be restarted",
+                            c.name
+                        ),
+                    );
                     eprintln!(
                         "kubelet: pod {}: container {} failed liveness probe ({}), will be restarted",
                         r.key(),
@@ -386,6 +412,19 @@ impl PodRuntime {
         self.waiting.insert(name.into(), (reason.into(), message));
     }
 
+    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.events.push(Pending {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    /// The events of the last sync, for the worker to write.
+    pub fn take_events(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.events)
+    }
+
     /// Restarts an exited container unless it is backing off (CrashLoopBackOff).
     async fn restart(
         &mut self,
@@ -398,7 +437,7 @@ impl PodRuntime {
     ) {
         let now = Instant::now();
         let prev = self.backoff.get(&c.name).copied();
-        if let Some(b) = prev.filter(|b| now < b.until) {
+        if let Some(mut b) = prev.filter(|b| now < b.until) {
             let r = PodRef::of(pod);
             let msg = format!(
                 "back-off {}s restarting failed container={} pod={}_{}({})",
@@ -409,6 +448,15 @@ impl PodRuntime {
                 r.uid
             );
             self.wait(&c.name, "CrashLoopBackOff", msg);
+            if !b.reported {
+                b.reported = true;
+                self.backoff.insert(c.name.clone(), b);
+                self.event(
+                    true,
+                    "BackOff",
+                    "Back-off restarting failed container".into(),
+                );
+            }
             return;
         }
         let delay = prev.map_or(BACKOFF_START, |b| (b.delay * 2).min(BACKOFF_MAX));
@@ -417,6 +465,7 @@ impl PodRuntime {
             Backoff {
                 delay,
                 until: now + delay,
+                reported: false,
             },
         );
         self.start(pod, sandbox, config, c, attempt, init).await;
@@ -438,12 +487,26 @@ impl PodRuntime {
         // No registry is reachable on a klab node: a local image is used whatever the pull
         // policy says; a missing one is pulled.
         match self.cri.image_status(&image).await {
-            Ok(Some(_)) => {}
+            Ok(Some(_)) => self.event(
+                false,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            ),
             Ok(None) => {
                 if let Err(e) = self.cri.pull_image(&image).await {
+                    self.event(
+                        true,
+                        "Failed",
+                        format!("Failed to pull image \"{image}\": {e}"),
+                    );
                     self.wait(&c.name, "ErrImagePull", e.to_string());
                     return;
                 }
+                self.event(
+                    false,
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\""),
+                );
             }
             Err(e) => {
                 self.wait(&c.name, "ErrImagePull", e.to_string());
@@ -474,12 +537,16 @@ impl PodRuntime {
                 return;
             }
         };
+        self.event(false, "Created", format!("Created container: {}", c.name));
         match self.cri.start_container(&id).await {
-            Ok(()) => eprintln!(
-                "kubelet: pod {}: container {} started ({id}, attempt {attempt})",
-                r.key(),
-                c.name
-            ),
+            Ok(()) => {
+                eprintln!(
+                    "kubelet: pod {}: container {} started ({id}, attempt {attempt})",
+                    r.key(),
+                    c.name
+                );
+                self.event(false, "Started", format!("Started container {}", c.name));
+            }
             Err(e) => self.wait(&c.name, "RunContainerError", e.to_string()),
         }
     }

@@ -14,10 +14,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::watch;
 
 use super::Error;
-use super::simulated;
 use super::spec::{self, PodRef};
 use super::status;
 use super::sync::PodRuntime;
+use super::{events, simulated};
 use crate::runtime::cri::Cri;
 
 /// What the kubelet wants for one pod.
@@ -30,6 +30,7 @@ pub enum Desired {
 
 /// What every worker shares.
 pub struct Shared {
+    pub node: String,
     pub client: kube::Client,
     /// `None`: the simulated runtime.
     pub cri: Option<Cri>,
@@ -115,6 +116,12 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
                 if let Err(e) = result {
                     eprintln!("kubelet: {}", super::chain(&e));
                 }
+                if let Some(rt) = runtime.as_mut() {
+                    let pending = rt.take_events();
+                    if !pending.is_empty() {
+                        events::write(&shared.client, &pod, &shared.node, pending).await;
+                    }
+                }
                 last = Some(pod);
             }
             Desired::Run(pod) => {
@@ -141,6 +148,17 @@ async fn terminate(shared: &Shared, runtime: Option<&mut PodRuntime>, pod: &Pod,
     let grace = spec::grace_period(pod);
     eprintln!("kubelet: pod {}: stopping (grace period {grace}s)", r.key());
     if let Some(rt) = runtime {
+        let stopping = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| events::Pending {
+                warning: false,
+                reason: "Killing",
+                message: format!("Stopping container {}", c.name),
+            })
+            .collect();
+        events::write(&shared.client, pod, &shared.node, stopping).await;
         if let Err(e) = rt.kill(pod, grace).await {
             eprintln!("kubelet: {}", super::chain(&e));
         }

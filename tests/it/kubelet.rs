@@ -318,6 +318,30 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     });
     assert!(crash["restartCount"].as_i64().unwrap() > 0, "{crash}");
     assert_eq!(crash["lastState"]["terminated"]["exitCode"], 1);
+    let reasons = wait_for("the crash pod's events", 30, &log, || {
+        let out = kubectl(
+            c,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=crash",
+                "-o",
+                "json",
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let reasons: Vec<String> = v["items"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["source"]["component"] == "kubelet")
+            .filter_map(|e| e["reason"].as_str().map(String::from))
+            .collect();
+        reasons.iter().any(|r| r == "BackOff").then_some(reasons)
+    });
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
+    }
 
     // Probes: a failing liveness probe restarts its container; readiness decides `ready`.
     apply(c, "probed", PROBED);
