@@ -135,3 +135,33 @@ pub async fn delete_mirror(client: &kube::Client, mirror: &Pod) -> Result<(), Er
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_becomes_a_node_bound_pod_whose_uid_follows_the_file() {
+        let dir = std::env::temp_dir().join(format!("klab-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("web.yaml");
+        std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox\n").unwrap();
+        let a = load(&f, "n1").unwrap();
+        assert_eq!(a.metadata.name.as_deref(), Some("web-n1"));
+        assert_eq!(a.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(a.spec.as_ref().unwrap().node_name.as_deref(), Some("n1"));
+        let ann = a.metadata.annotations.clone().unwrap();
+        assert_eq!(ann[CONFIG_SOURCE], "file");
+        assert_eq!(Some(&ann[CONFIG_HASH]), a.metadata.uid.as_ref());
+        assert_eq!(load(&f, "n1").unwrap().metadata.uid, a.metadata.uid);
+        std::fs::write(&f, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox:stable\n").unwrap();
+        assert_ne!(load(&f, "n1").unwrap().metadata.uid, a.metadata.uid);
+        std::fs::write(dir.join("bad.yaml"), "kind: [").unwrap();
+        assert!(
+            load(&dir.join("bad.yaml"), "n1").is_err(),
+            "a bad manifest is an error, not a panic"
+        );
+        assert_eq!(load_all(&dir, "n1").len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
