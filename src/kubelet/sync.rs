@@ -20,6 +20,8 @@ use crate::runtime::cri::Cri;
 /// Upstream's back-off for restarting a failed container: 10 s, doubling, at most 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long has its back-off forgotten (upstream: twice the maximum).
+const BACKOFF_RESET_NANOS: i64 = 600 * 1_000_000_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -297,6 +299,12 @@ impl PodRuntime {
                 self.backoff.remove(&c.name);
                 self.start(pod, sandbox, config, c, cur.attempt + 1, false)
                     .await;
+            }
+            (Run::Running { started }, _) => {
+                let now = k8s_openapi::jiff::Timestamp::now().as_nanosecond() as i64;
+                if now - started > BACKOFF_RESET_NANOS {
+                    self.backoff.remove(&c.name);
+                }
             }
             (Run::Created, _) => {
                 if let Err(e) = self.cri.start_container(bare(&cur.id)).await {
