@@ -405,6 +405,9 @@ pub struct KubeletArgs {
     /// Path to a kubeconfig file, specifying how to connect to the API server
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: PathBuf,
+    /// A KubeletConfiguration file; flags given on the command line win over it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// If non-empty, use this string as the node's name instead of the hostname
     #[arg(long, value_name = "NAME")]
     pub hostname_override: Option<String>,
@@ -418,12 +421,9 @@ pub struct KubeletArgs {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
     pub root_dir: PathBuf,
     /// The endpoint of the CRI runtime (unix:///path or a socket path)
-    #[arg(
-        long,
-        value_name = "ENDPOINT",
-        default_value = "unix:///run/containerd/containerd.sock"
-    )]
-    pub container_runtime_endpoint: String,
+    /// (default: unix:///run/containerd/containerd.sock)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
     /// The image of every pod's sandbox; the runtime's own config decides it in CRI, so this is
     /// reported, as in upstream 1.27+
     #[arg(
@@ -436,17 +436,19 @@ pub struct KubeletArgs {
     #[arg(long, value_name = "DIR")]
     pub pod_manifest_path: Option<PathBuf>,
     /// Register the node with the API server
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "true")]
-    pub register_node: bool,
+    /// (default: true)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub register_node: Option<bool>,
     /// Unique identifier of the node in the machine database of a cloud provider (spec.providerID)
     #[arg(long, value_name = "ID")]
     pub provider_id: Option<String>,
     /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs)
-    #[arg(long, default_value_t = 10250)]
-    pub port: u16,
-    /// The IP address for the kubelet's server to serve on
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
-    pub address: String,
+    /// (default: 10250)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The IP address for the kubelet's server to serve on (default: 0.0.0.0)
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
     /// File containing the x509 certificate for HTTPS (default: self-signed in --root-dir/pki)
     #[arg(long, value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,

@@ -5,6 +5,7 @@
 //! node lease, prober, server, volume manager); exec/attach streaming is not built yet (see
 //! the book).
 
+pub mod config;
 pub mod env;
 pub mod events;
 pub mod node;
@@ -49,6 +50,20 @@ pub enum Error {
         #[source]
         source: crate::runtime::Error,
     },
+    #[error("reading the kubelet config file {}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the kubelet config file {} as a KubeletConfiguration", path.display())]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("the kubelet config file {} has kind {kind:?}, not KubeletConfiguration", path.display())]
+    ConfigKind { path: PathBuf, kind: String },
     #[error("--node-labels: {0:?} is not key=value")]
     NodeLabel(String),
     #[error("creating {}", path.display())]
@@ -155,7 +170,10 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn run(args: KubeletArgs) -> Result<(), Error> {
+pub fn run(mut args: KubeletArgs) -> Result<(), Error> {
+    if let Some(path) = args.config.clone() {
+        config::merge(&mut args, config::load(&path)?);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -196,7 +214,10 @@ async fn connect(args: &KubeletArgs) -> Result<(Option<Cri>, String), Error> {
     if args.runtime == RuntimeKind::Simulated {
         return Ok((None, "simulated://".into()));
     }
-    let endpoint = &args.container_runtime_endpoint;
+    let endpoint = &args
+        .container_runtime_endpoint
+        .clone()
+        .unwrap_or_else(|| "unix:///run/containerd/containerd.sock".into());
     let err = |source| Error::Connect {
         endpoint: endpoint.clone(),
         source,
@@ -400,7 +421,7 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         provider_id: args.provider_id.clone(),
         runtime_version,
     };
-    if args.register_node {
+    if args.register_node.unwrap_or(true) {
         node::register(&client, &id, &args.root_dir).await?;
         eprintln!("kubelet: node {node} registered ({})", id.runtime_version);
     }
@@ -411,13 +432,11 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         cri.clone(),
     ));
     let running = server::Running::default();
-    let address: std::net::IpAddr = args
-        .address
-        .parse()
-        .map_err(|_| Error::Address(args.address.clone()))?;
+    let address = args.address.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let address: std::net::IpAddr = address.parse().map_err(|_| Error::Address(address))?;
     let listener = tokio::spawn(server::serve(
         server::Options {
-            addr: std::net::SocketAddr::new(address, args.port),
+            addr: std::net::SocketAddr::new(address, args.port.unwrap_or(10250)),
             cert: args.tls_cert_file.clone(),
             key: args.tls_private_key_file.clone(),
             client_ca: args.client_ca_file.clone(),

@@ -529,9 +529,19 @@ fn kubelet_simulated_runtime_and_static_pods() {
         )
     };
     std::fs::write(manifests.join("web.yaml"), web("localhost/klab/echo:1.0")).unwrap();
-    let manifest_flag = format!("--pod-manifest-path={}", manifests.display());
+    // The static pod folder comes from a KubeletConfiguration file, as kubeadm writes it.
+    let config = c.dir.path().join("kubelet-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nport: 1\n",
+            manifests.display()
+        ),
+    )
+    .unwrap();
+    let config_flag = format!("--config={}", config.display());
     let port = crate::free_port();
-    let _kubelet = start_kubelet(&c, &root, port, &["--runtime=simulated", &manifest_flag]);
+    let _kubelet = start_kubelet(&c, &root, port, &["--runtime=simulated", &config_flag]);
     let log = root.with_extension("log");
     let n = wait_for("node Ready", 60, &log, || node_ready(&c));
     assert_eq!(
