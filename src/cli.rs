@@ -424,8 +424,8 @@ pub struct KubeletArgs {
     /// (default: unix:///run/containerd/containerd.sock)
     #[arg(long, value_name = "ENDPOINT")]
     pub container_runtime_endpoint: Option<String>,
-    /// The image of every pod's sandbox; the runtime's own config decides it in CRI, so this is
-    /// reported, as in upstream 1.27+
+    /// Accepted and not used: with CRI the runtime's own config names the sandbox (pause)
+    /// image, as upstream since 1.27
     #[arg(
         long,
         value_name = "IMAGE",

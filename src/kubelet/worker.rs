@@ -129,6 +129,8 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
                 return;
             }
             Desired::Gone => {
+                // The object is gone already (force-deleted, or its manifest removed): only
+                // its containers are left to stop, so nothing is deleted through the API.
                 if let Some(pod) = last {
                     terminate(&shared, runtime.as_mut(), &pod, Source::File).await;
                 }
