@@ -66,6 +66,8 @@ pub enum Command {
     Store(Box<StoreArgs>),
     /// Run kube-apiserver, the Kubernetes REST API over HTTPS (also started as `kube-apiserver`)
     Apiserver(Box<ApiserverArgs>),
+    /// Run the kubelet, the node agent that runs pods through CRI (also started as `kubelet`)
+    Kubelet(Box<KubeletArgs>),
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -452,4 +454,77 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// Which container runtime the kubelet drives (klab-only flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// A real CRI runtime (containerd) at --container-runtime-endpoint
+    Containerd,
+    /// No runtime: pods move through the same states, no process runs, and their status says so
+    Simulated,
+}
+
+/// The kubelet's flags: upstream's names with upstream's meaning (a subset).
+#[derive(Debug, Clone, Args)]
+pub struct KubeletArgs {
+    /// Path to a kubeconfig file, specifying how to connect to the API server
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+    /// A KubeletConfiguration file; flags given on the command line win over it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// If non-empty, use this string as the node's name instead of the hostname
+    #[arg(long, value_name = "NAME")]
+    pub hostname_override: Option<String>,
+    /// IP address of the node (its InternalIP); default: the address of the default route
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<String>,
+    /// Labels to add when registering the node (key=value, comma-separated)
+    #[arg(long, value_name = "LABELS", value_delimiter = ',', default_value = "")]
+    pub node_labels: Vec<String>,
+    /// Directory path for managing kubelet files (pod folders)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
+    pub root_dir: PathBuf,
+    /// The endpoint of the CRI runtime (unix:///path or a socket path)
+    /// (default: unix:///run/containerd/containerd.sock)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+    /// Accepted and not used: with CRI the runtime's own config names the sandbox (pause)
+    /// image, as upstream since 1.27
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "registry.k8s.io/pause:3.10"
+    )]
+    pub pod_infra_container_image: String,
+    /// Path to the directory of static pod manifests to run
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Register the node with the API server
+    /// (default: true)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub register_node: Option<bool>,
+    /// Unique identifier of the node in the machine database of a cloud provider (spec.providerID)
+    #[arg(long, value_name = "ID")]
+    pub provider_id: Option<String>,
+    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs)
+    /// (default: 10250)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The IP address for the kubelet's server to serve on (default: 0.0.0.0)
+    #[arg(long, value_name = "IP")]
+    pub address: Option<String>,
+    /// File containing the x509 certificate for HTTPS (default: self-signed in --root-dir/pki)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// File containing the x509 private key matching --tls-cert-file
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Clients of the server must present a certificate signed by this CA
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// klab only: `containerd` (real pods through CRI) or `simulated` (no processes)
+    #[arg(long, value_enum, default_value = "containerd")]
+    pub runtime: RuntimeKind,
 }

@@ -15,6 +15,8 @@
 //!   API server (user, groups, chain, expiry).
 //! - [`runtime`]: the node's container runtime as the kubelet sees it: a CRI v1 client, a
 //!   containerd started with klab's config, the CNI bridge, local images.
+//! - [`kubelet`]: the node agent: registers the Node, keeps its Lease, runs the pods bound
+//!   to it (and static pods) through CRI or a simulated runtime, and writes their status.
 //! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
 //! - [`apiserver`]: kube-apiserver, the Kubernetes REST API over HTTPS, storing objects in
 //!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
@@ -28,6 +30,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod client;
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod pki;
 pub mod runtime;
 pub mod store;
@@ -54,6 +57,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         }
         cli::Command::Store(args) => Ok(store::run(*args)?),
         cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
+        cli::Command::Kubelet(args) => Ok(kubelet::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {
             tools::bench::store::run(args, &mut out)
         }

@@ -106,6 +106,43 @@ impl Cri {
             .images)
     }
 
+    /// `ImageStatus`: whether the runtime holds `image` (by any of its names), and its ref.
+    pub async fn image_status(&mut self, image: &str) -> Result<Option<cri::Image>, Error> {
+        let req = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        Ok(self
+            .images
+            .image_status(req)
+            .await
+            .map_err(cri_err("ImageStatus"))?
+            .into_inner()
+            .image)
+    }
+
+    /// `PullImage`: fetches `image` from its registry; returns the image ref.
+    pub async fn pull_image(&mut self, image: &str) -> Result<String, Error> {
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        };
+        Ok(self
+            .images
+            .pull_image(req)
+            .await
+            .map_err(cri_err("PullImage"))?
+            .into_inner()
+            .image_ref)
+    }
+
     /// `RunPodSandbox`: the pause container, which owns the pod's network namespace.
     pub async fn run_pod_sandbox(
         &mut self,

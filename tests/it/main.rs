@@ -8,6 +8,7 @@ mod apiserver;
 mod book;
 mod certs;
 mod cluster_info;
+mod kubelet;
 mod probe;
 mod ps;
 mod real;
@@ -17,6 +18,10 @@ mod store;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
+
+/// Held by every test that starts containerd: one containerd per host at a time (containerd
+/// 1.6 keeps state in /run/containerd whatever its config says), and one `cni0` bridge.
+pub static CONTAINERD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The fixed "now" of every snapshot: a week into the fixtures' validity.
 pub fn now() -> OffsetDateTime {

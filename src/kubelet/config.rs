@@ -1,0 +1,83 @@
+//! The kubelet's config file (`--config`, a `kubelet.config.k8s.io/v1beta1`
+//! KubeletConfiguration, as kubeadm and kind write to /var/lib/kubelet/config.yaml): the fields
+//! klab's kubelet has flags for. As upstream, a flag given on the command line wins over the
+//! file. Every other field is read and ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::Error;
+use crate::cli::KubeletArgs;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfiguration {
+    pub kind: Option<String>,
+    pub static_pod_path: Option<PathBuf>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub authentication: Option<Authentication>,
+    #[serde(rename = "providerID")]
+    pub provider_id: Option<String>,
+    pub container_runtime_endpoint: Option<String>,
+    pub register_node: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Authentication {
+    pub x509: Option<X509>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct X509 {
+    pub client_ca_file: Option<PathBuf>,
+}
+
+pub fn load(path: &Path) -> Result<KubeletConfiguration, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cfg: KubeletConfiguration =
+        serde_yaml::from_str(&text).map_err(|source| Error::ParseConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match cfg.kind.as_deref() {
+        Some("KubeletConfiguration") => Ok(cfg),
+        other => Err(Error::ConfigKind {
+            path: path.to_path_buf(),
+            kind: other.unwrap_or_default().to_string(),
+        }),
+    }
+}
+
+/// Fills every flag not given on the command line from the file.
+pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
+    fn fill<T>(flag: &mut Option<T>, file: Option<T>) {
+        if flag.is_none() {
+            *flag = file;
+        }
+    }
+    fill(&mut args.pod_manifest_path, cfg.static_pod_path);
+    fill(&mut args.address, cfg.address);
+    fill(&mut args.port, cfg.port);
+    fill(&mut args.tls_cert_file, cfg.tls_cert_file);
+    fill(&mut args.tls_private_key_file, cfg.tls_private_key_file);
+    fill(
+        &mut args.client_ca_file,
+        cfg.authentication
+            .and_then(|a| a.x509)
+            .and_then(|x| x.client_ca_file),
+    );
+    fill(&mut args.provider_id, cfg.provider_id);
+    fill(
+        &mut args.container_runtime_endpoint,
+        cfg.container_runtime_endpoint,
+    );
+    fill(&mut args.register_node, cfg.register_node);
+}
