@@ -9,6 +9,7 @@ mod book;
 mod certs;
 mod cluster_info;
 mod probe;
+mod proxy;
 mod ps;
 mod real;
 mod runtime;
