@@ -278,14 +278,15 @@ struct ServicePort {
     endpoints: Vec<(Ipv4Addr, i32)>,
 }
 
+/// Ready endpoints are grouped by (namespace, service, port name, protocol).
+type PortKey = (String, String, String, String);
+
 fn service_ports(
     services: &[Service],
     slices: &[EndpointSlice],
     skipped: &mut Vec<String>,
 ) -> Vec<ServicePort> {
-    // Ready endpoints by (namespace, service, port name, protocol).
-    let mut ready: BTreeMap<(String, String, String, String), BTreeSet<(Ipv4Addr, i32)>> =
-        BTreeMap::new();
+    let mut ready: BTreeMap<PortKey, BTreeSet<(Ipv4Addr, i32)>> = BTreeMap::new();
     for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
