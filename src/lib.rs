@@ -61,5 +61,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             tools::bench::store::run(args, &mut out)
         }
         cli::Command::Bench(cli::BenchCommand::Api(args)) => tools::bench::api::run(args, &mut out),
+        cli::Command::Bench(cli::BenchCommand::Proxy(args)) => {
+            Ok(tools::bench::proxy::run(args, &mut out)?)
+        }
+        cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
     }
 }

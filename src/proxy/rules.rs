@@ -155,6 +155,18 @@ impl Rules {
     /// The iptables-restore input: each table's chains and rules, the missing `jumps`
     /// inserted first in their built-in chains, and the `stale` chains flushed and deleted.
     pub fn restore_text(&self, jumps: &[Jump], stale: &[Stale]) -> String {
+        self.restore_text_of(jumps, stale, &|_, _| true)
+    }
+
+    /// As [`Rules::restore_text`], but writing only the chains `include` names (table, chain):
+    /// with `--noflush`, chains left out keep what they hold, which is how a sync after a
+    /// small change stays small (upstream's `MinimizeIPTablesRestore`).
+    pub fn restore_text_of(
+        &self,
+        jumps: &[Jump],
+        stale: &[Stale],
+        include: &dyn Fn(&str, &str) -> bool,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -167,7 +179,7 @@ impl Rules {
         for table in [&self.filter, &self.nat] {
             let _ = writeln!(out, "*{}", table.name);
             let gone: Vec<&Stale> = stale.iter().filter(|s| s.table == table.name).collect();
-            for c in &table.chains {
+            for c in table.chains.iter().filter(|c| include(table.name, c)) {
                 let _ = writeln!(out, ":{c} - [0:0]");
             }
             for s in &gone {
@@ -176,13 +188,34 @@ impl Rules {
             for j in jumps.iter().filter(|j| j.table == table.name) {
                 let _ = writeln!(out, "-I {} 1 {}", j.chain, j.spec());
             }
-            for r in &table.rules {
+            for r in table
+                .rules
+                .iter()
+                .filter(|r| include(table.name, rule_chain(r)))
+            {
                 let _ = writeln!(out, "{r}");
             }
             for s in &gone {
                 let _ = writeln!(out, "-X {}", s.chain);
             }
             let _ = writeln!(out, "COMMIT");
+        }
+        out
+    }
+
+    /// Each owned chain's rules, keyed by (table, chain): what a later sync compares against
+    /// to find the chains that changed.
+    pub fn by_chain(&self) -> BTreeMap<(String, String), Vec<String>> {
+        let mut out = BTreeMap::new();
+        for t in [&self.filter, &self.nat] {
+            for c in &t.chains {
+                out.insert((t.name.to_owned(), c.clone()), Vec::new());
+            }
+            for r in &t.rules {
+                if let Some(v) = out.get_mut(&(t.name.to_owned(), rule_chain(r).to_owned())) {
+                    v.push(r.clone());
+                }
+            }
         }
         out
     }
@@ -194,6 +227,11 @@ impl Rules {
             .flat_map(|t| t.chains.iter().map(move |c| (t.name, c.as_str())))
             .collect()
     }
+}
+
+/// The chain an `-A CHAIN …` line appends to.
+fn rule_chain(rule: &str) -> &str {
+    rule.split_whitespace().nth(1).unwrap_or("")
 }
 
 /// base32 (RFC 4648, standard alphabet) of `data`; only the first 16 characters are ever used.

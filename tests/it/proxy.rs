@@ -145,3 +145,178 @@ fn headless_external_name_and_ipv6_program_nothing() {
         ["default/v6:http: cluster IP fd00::10 is not IPv4"]
     );
 }
+
+/// A network namespace of the test's own, deleted when dropped, so the host's rules are
+/// never touched.
+struct Netns(String);
+
+impl Netns {
+    /// `None` (a printed skip) outside CI when `ip` or iptables is missing.
+    fn new(tag: &str) -> Option<Netns> {
+        crate::require("ip")?;
+        crate::require("iptables-restore")?;
+        crate::require("iptables-save")?;
+        let name = format!("klab-proxy-test-{}-{tag}", std::process::id());
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Netns(name))
+    }
+
+    fn iptables(&self) -> klab::proxy::apply::Iptables {
+        klab::proxy::apply::Iptables::new(Some(self.0.clone()))
+    }
+
+    /// The KUBE-related lines of iptables-save (chains, and rules in or into KUBE-* chains),
+    /// in iptables-save's order, each with its table.
+    fn kube_lines(&self) -> Vec<String> {
+        let saved = self.iptables().save().unwrap();
+        let mut table = String::new();
+        saved
+            .lines()
+            .filter_map(|l| {
+                if let Some(t) = l.strip_prefix('*') {
+                    table = t.to_owned();
+                    return None;
+                }
+                l.contains("KUBE-").then(|| format!("{table} {l}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
+}
+
+fn two_services(echo_ready: &[&str]) -> (Vec<Service>, Vec<EndpointSlice>) {
+    (
+        vec![
+            service("echo", "10.96.0.20", json!({})),
+            service(
+                "web",
+                "10.96.0.30",
+                json!({"type": "NodePort", "sessionAffinity": "ClientIP",
+                       "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+            ),
+        ],
+        vec![
+            slice("echo", echo_ready, &[]),
+            slice("web", &["10.244.0.7"], &[]),
+        ],
+    )
+}
+
+#[test]
+fn iptables_restore_takes_the_rules_and_a_resync_rewrites_them() {
+    let Some(ns) = Netns::new("apply") else {
+        return;
+    };
+    let ipt = ns.iptables();
+    // A rule of the user's own, which kube-proxy must never touch.
+    ipt.restore("*nat\n:MINE - [0:0]\n-A POSTROUTING -d 192.0.2.1/32 -j MINE\nCOMMIT\n")
+        .unwrap();
+
+    let (s, e) = two_services(&["10.244.0.5", "10.244.0.6"]);
+    let first = rules::generate(&s, &e, &config());
+    let synced = ipt.sync(&first).unwrap();
+    assert_eq!(synced.jumps_added, JUMPS.len());
+    let saved = ipt.save().unwrap();
+    for chain in first.nat.chains.iter().chain(&first.filter.chains) {
+        assert!(
+            saved.contains(&format!(":{chain} ")),
+            "{chain} not in\n{saved}"
+        );
+    }
+    assert!(saved.contains("--probability 0.50000000000"), "{saved}");
+    assert!(saved.contains("-A POSTROUTING -d 192.0.2.1/32 -j MINE"));
+
+    // The same rules again: nothing added, nothing deleted, the same table.
+    let before = ns.kube_lines();
+    let again = ipt.sync(&first).unwrap();
+    assert_eq!((again.jumps_added, again.stale_deleted), (0, 0));
+    assert_eq!(ns.kube_lines(), before);
+
+    // One endpoint gone: its KUBE-SEP chain is deleted, the balancing rule is rewritten.
+    let (s2, e2) = two_services(&["10.244.0.6"]);
+    let second = rules::generate(&s2, &e2, &config());
+    let synced = ipt.sync(&second).unwrap();
+    assert_eq!(synced.stale_deleted, 1);
+    let saved = ipt.save().unwrap();
+    assert!(!saved.contains("10.244.0.5:8080"), "{saved}");
+    assert!(!saved.contains("--probability"), "{saved}");
+    assert!(saved.contains("-A POSTROUTING -d 192.0.2.1/32 -j MINE"));
+}
+
+#[test]
+fn a_partial_sync_leaves_the_same_tables_as_a_full_one() {
+    let (Some(partial), Some(full)) = (Netns::new("partial"), Netns::new("full")) else {
+        return;
+    };
+    let (s, e) = two_services(&["10.244.0.5", "10.244.0.6"]);
+    let (s2, e2) = two_services(&["10.244.0.6", "10.244.0.8", "10.244.0.9"]);
+    let mut syncer = klab::proxy::apply::Syncer::new(partial.iptables());
+    syncer
+        .sync(&rules::generate(&s, &e, &config()), true)
+        .unwrap();
+    let changed = syncer
+        .sync(&rules::generate(&s2, &e2, &config()), false)
+        .unwrap();
+    assert_eq!(changed.stale_deleted, 1);
+    full.iptables()
+        .sync(&rules::generate(&s2, &e2, &config()))
+        .unwrap();
+    assert_eq!(partial.kube_lines(), full.kube_lines());
+}
+
+#[test]
+fn cleanup_leaves_no_kube_chain_and_keeps_the_users_rules() {
+    let Some(ns) = Netns::new("cleanup") else {
+        return;
+    };
+    let ipt = ns.iptables();
+    ipt.restore("*filter\n:MINE - [0:0]\n-A INPUT -s 192.0.2.1/32 -j MINE\nCOMMIT\n")
+        .unwrap();
+    let (s, e) = two_services(&["10.244.0.5"]);
+    ipt.sync(&rules::generate(&s, &e, &config())).unwrap();
+    assert!(!ns.kube_lines().is_empty());
+
+    // Through the CLI, as `kube-proxy --cleanup` runs.
+    let out = crate::klab()
+        .args(["proxy", "--cleanup", "--netns", &ns.0])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert_eq!(ns.kube_lines(), Vec::<String>::new());
+    assert!(
+        ipt.save()
+            .unwrap()
+            .contains("-A INPUT -s 192.0.2.1/32 -j MINE")
+    );
+}
+
+#[test]
+fn other_proxy_modes_are_refused_clearly() {
+    let out = crate::klab()
+        .args(["proxy", "--proxy-mode=ipvs"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("builds only the iptables mode"), "{err}");
+}
