@@ -320,3 +320,164 @@ fn other_proxy_modes_are_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("builds only the iptables mode"), "{err}");
 }
+
+const ECHO_YAML: &str = "apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-abcde
+  namespace: default
+  labels: {kubernetes.io/service-name: echo}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [ENDPOINT]
+  conditions: {ready: true}
+";
+
+/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn end_to_end_kubectl_objects_become_rules_in_a_netns() {
+    use crate::apiserver::harness::{Backend, Cluster, Proc, ok};
+    let Some(kubectl) = crate::require("kubectl") else {
+        return;
+    };
+    let Some(ns) = Netns::new("e2e") else {
+        return;
+    };
+    let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let manifest = |ip: &str| {
+        let f = cluster.dir.path().join(format!("echo-{ip}.yaml"));
+        std::fs::write(&f, ECHO_YAML.replace("ENDPOINT", ip)).unwrap();
+        f.display().to_string()
+    };
+    ok(cluster.kubectl_with(&kubectl, &["create", "-f", &manifest("10.244.0.5")]));
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+
+    // What a learner sees, without root.
+    let out = crate::klab()
+        .args(["proxy", "rules", "--kubeconfig", &kubeconfig])
+        .args(["--cluster-cidr=10.244.0.0/16", "--hostname-override=node1"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc_chain = rules::service_chain("default/echo:http", "tcp");
+    assert!(
+        printed.contains(&format!(":{svc_chain} - [0:0]")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("--to-destination 10.244.0.5:8080"),
+        "{printed}"
+    );
+
+    // kube-proxy itself, programming the test's network namespace.
+    let (healthz, metrics) = (crate::free_port(), crate::free_port());
+    let log = cluster.dir.path().join("proxy.log");
+    let _proxy = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_klab"))
+            .args(["proxy", "--kubeconfig", &kubeconfig, "--netns", &ns.0])
+            .args(["--cluster-cidr=10.244.0.0/16", "--hostname-override=node1"])
+            .arg(format!("--healthz-bind-address=127.0.0.1:{healthz}"))
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
+            .arg("--iptables-min-sync-period=100ms")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let saved = || ns.iptables().save().unwrap_or_default();
+    wait_for("the endpoint's DNAT rule", || {
+        saved().contains("--to-destination 10.244.0.5:8080")
+    });
+
+    // The endpoint moves: the watch brings the change and the rules follow.
+    ok(cluster.kubectl_with(&kubectl, &["replace", "-f", &manifest("10.244.0.9")]));
+    wait_for("the moved endpoint's DNAT rule", || {
+        let s = saved();
+        s.contains("--to-destination 10.244.0.9:8080") && !s.contains("10.244.0.5:8080")
+    });
+
+    // No ready endpoints: the cluster IP is refused in the filter table.
+    ok(cluster.kubectl_with(&kubectl, &["delete", "endpointslice", "echo-abcde"]));
+    wait_for("the REJECT rule", || {
+        saved().contains("default/echo:http has no endpoints")
+    });
+
+    let (code, body) = http_get(healthz, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("lastUpdated"), "{body}");
+    let (code, body) = http_get(metrics, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        "{body}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("full sync"), "{text}");
+}
+
+#[test]
+fn iptables_save_reads_back_what_was_programmed() {
+    let Some(ns) = Netns::new("save") else {
+        return;
+    };
+    let ipt = ns.iptables();
+    let services = [service("echo", "10.96.0.20", json!({}))];
+    let slices = [slice(
+        "echo",
+        &["10.244.0.5", "10.244.0.6", "10.244.0.7"],
+        &["10.244.0.8"],
+    )];
+    ipt.sync(&rules::generate(&services, &slices, &config()))
+        .unwrap();
+    // iptables-save's own comment lines carry the time; the rest is what the kernel holds.
+    let saved: String = ipt
+        .save()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    snap!("proxy_iptables_save_clusterip", saved);
+}
