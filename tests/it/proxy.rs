@@ -481,3 +481,37 @@ fn iptables_save_reads_back_what_was_programmed() {
         .collect();
     snap!("proxy_iptables_save_clusterip", saved);
 }
+
+#[test]
+fn bench_proxy_runs_in_namespaces_of_its_own() {
+    if crate::require("ip").is_none() || crate::require("iptables-restore").is_none() {
+        return;
+    }
+    let out = crate::klab()
+        .args([
+            "bench",
+            "proxy",
+            "--services",
+            "5",
+            "--changes",
+            "3",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["services"], 5);
+    assert_eq!(rows[0]["changes"], 3);
+    // Every namespace it made is gone.
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("klab-bench-proxy"));
+}
