@@ -515,3 +515,32 @@ fn bench_proxy_runs_in_namespaces_of_its_own() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&list.stdout).contains("klab-bench-proxy"));
 }
+
+#[test]
+fn udp_ports_get_udp_matches_and_upstreams_chain_name() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+        "spec": {"clusterIP": "10.96.0.10",
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }))
+    .unwrap();
+    let eps: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "kube-dns-x", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.3"]}],
+        "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+    }))
+    .unwrap();
+    let text = text(&[svc], &[eps], &config());
+    // The chain every cluster's iptables-save shows for kube-dns over UDP.
+    assert!(
+        text.contains("-m udp -p udp -d 10.96.0.10/32 --dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU"),
+        "{text}"
+    );
+    // An endpoint without conditions counts as ready, as upstream reads it.
+    assert!(
+        text.contains("-j DNAT --to-destination 10.244.0.3:53"),
+        "{text}"
+    );
+}
