@@ -68,6 +68,8 @@ pub enum Command {
     Apiserver(Box<ApiserverArgs>),
     /// Run the kubelet, the node agent that runs pods through CRI (also started as `kubelet`)
     Kubelet(Box<KubeletArgs>),
+    /// Run kube-proxy: Services and EndpointSlices programmed into iptables (also started as `kube-proxy`)
+    Proxy(Box<ProxyArgs>),
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -376,12 +378,86 @@ pub struct ApiserverArgs {
     pub insecure_port: u16,
 }
 
+/// kube-proxy's flags: upstream's names with upstream's meaning (iptables mode only). They are
+/// global, so `klab proxy rules --kubeconfig …` takes them too.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    #[command(subcommand)]
+    pub command: Option<ProxyCommand>,
+    /// Path to a kubeconfig file with the API server and credentials (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
+    #[arg(long, value_name = "PATH", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node name this proxy runs for (default: the machine's hostname)
+    #[arg(long, value_name = "NAME", global = true)]
+    pub hostname_override: Option<String>,
+    /// The pods' CIDR: traffic to a cluster IP from outside it is masqueraded
+    #[arg(long, value_name = "CIDR", global = true)]
+    pub cluster_cidr: Option<String>,
+    /// Node IPs NodePorts answer on (klab takes single IPv4 addresses; default: every local address)
+    #[arg(long, value_name = "IPS", value_delimiter = ',', global = true)]
+    pub nodeport_addresses: Vec<String>,
+    /// Which proxy mode to use: only iptables is built
+    #[arg(long, value_name = "MODE", default_value = "iptables", global = true)]
+    pub proxy_mode: String,
+    /// The longest time between full syncs of the rules
+    #[arg(long, value_name = "DURATION", default_value = "30s", global = true)]
+    pub iptables_sync_period: String,
+    /// The shortest time between syncs: changes arriving faster are batched
+    #[arg(long, value_name = "DURATION", default_value = "1s", global = true)]
+    pub iptables_min_sync_period: String,
+    /// IP:port for the health check server (/healthz); empty disables it
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:10256",
+        global = true
+    )]
+    pub healthz_bind_address: String,
+    /// IP:port for the metrics server (/metrics); empty disables it
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:10249",
+        global = true
+    )]
+    pub metrics_bind_address: String,
+    /// Remove every KUBE-* chain and the jumps into them, then exit
+    #[arg(long, global = true)]
+    pub cleanup: bool,
+    /// (klab) Program the rules inside this network namespace (`ip netns`), for simulated nodes and tests
+    #[arg(long, value_name = "NAME", global = true)]
+    pub netns: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the iptables-restore input kube-proxy would program, from the API's Services and EndpointSlices (no root needed)
+    Rules,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Put, range and watch latency of klab-store beside real etcd
     Store(BenchStoreArgs),
     /// Create, get, list and watch fan-out through kube-apiserver, on klab-store and on etcd
     Api(BenchApiArgs),
+    /// Time from an EndpointSlice change to kube-proxy's rules generated and applied (in a network namespace)
+    Proxy(BenchProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchProxyArgs {
+    /// Service counts, one row each (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub services: Vec<usize>,
+    /// EndpointSlice changes measured per row
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
+    /// Ready endpoints per Service
+    #[arg(long, default_value_t = 2)]
+    pub endpoints: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,8 @@
 //! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
 //! - [`apiserver`]: kube-apiserver, the Kubernetes REST API over HTTPS, storing objects in
 //!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
+//! - [`proxy`]: kube-proxy: Services and EndpointSlices turned into iptables rules (a pure
+//!   function, `proxy::rules`) and applied atomically with iptables-restore.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -32,6 +34,7 @@ pub mod client;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
+pub mod proxy;
 pub mod runtime;
 pub mod store;
 pub mod tools;
@@ -62,5 +65,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             tools::bench::store::run(args, &mut out)
         }
         cli::Command::Bench(cli::BenchCommand::Api(args)) => tools::bench::api::run(args, &mut out),
+        cli::Command::Bench(cli::BenchCommand::Proxy(args)) => {
+            Ok(tools::bench::proxy::run(args, &mut out)?)
+        }
+        cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
     }
 }

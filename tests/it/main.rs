@@ -10,6 +10,7 @@ mod certs;
 mod cluster_info;
 mod kubelet;
 mod probe;
+mod proxy;
 mod ps;
 mod real;
 mod runtime;
