@@ -27,9 +27,13 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod client;
+pub mod cloud;
+pub mod component;
+pub mod controllers;
 pub mod kubeconfig;
 pub mod pki;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
 pub mod tools;
 
@@ -43,9 +47,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
         cli::Command::Store(args) => Ok(store::run(*args)?),
         cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
+        cli::Command::Scheduler(args) => Ok(scheduler::run(*args)?),
+        cli::Command::ControllerManager(args) => Ok(controllers::run(*args)?),
+        cli::Command::CloudControllerManager(args) => Ok(cloud::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {
             tools::bench::store::run(args, &mut out)
         }
         cli::Command::Bench(cli::BenchCommand::Api(args)) => tools::bench::api::run(args, &mut out),
+        cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
+            tools::bench::scheduler::run(args, &mut out)
+        }
     }
 }

@@ -7,9 +7,12 @@
 mod apiserver;
 mod book;
 mod certs;
+mod controllers;
 mod ps;
 mod real;
 mod runtime;
+mod scheduler;
+mod sim;
 mod store;
 
 use std::path::{Path, PathBuf};

@@ -2,4 +2,5 @@
 //! run, with the same settings, and prints them side by side with the ratio.
 
 pub mod api;
+pub mod scheduler;
 pub mod store;
