@@ -363,14 +363,20 @@ fn kubectl_drives_a_deployment_through_scale_rollout_and_undo() {
         "{}",
         p.log("controller-manager", "a")
     );
-    let events = ok(k(&["get", "events"]));
-    for reason in [
-        "ScalingReplicaSet",
-        "SuccessfulCreate",
-        "Scheduled",
-        "SuccessfulDelete",
-    ] {
-        assert!(events.contains(reason), "no {reason} in:\n{events}");
+    // klab's API server has no Table for events yet, so plain `kubectl get events` shows
+    // only NAME and AGE; ask for the columns upstream's table shows.
+    let events = ok(k(&[
+        "get",
+        "events",
+        "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+    ]));
+    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "SuccessfulDelete"] {
+        assert!(
+            events.contains(reason),
+            "no {reason} in:\n{events}\n{}",
+            p.log("controller-manager", "a")
+        );
     }
 }
 
