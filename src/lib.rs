@@ -18,6 +18,11 @@
 //! - [`store`]: klab-store, the etcd v3-compatible store (MVCC, watch, leases, WAL, gRPC).
 //! - [`apiserver`]: kube-apiserver, the Kubernetes REST API over HTTPS, storing objects in
 //!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
+//! - [`scheduler`]: kube-scheduler: the queue, the filter and score plugins (pure), binding.
+//! - [`controllers`]: kube-controller-manager: the watch loop ([`controllers::runner`]) and one
+//!   file per controller (deployment, replicaset, garbage collector, node lifecycle, …).
+//! - [`cloud`]: cloud-controller-manager with the `local` provider (nodes, load balancers).
+//! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of

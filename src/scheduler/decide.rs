@@ -196,3 +196,106 @@ impl Explanation {
         json!({"filter": filter, "score": score, "selected": self.selected})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::Node;
+
+    use super::*;
+
+    fn node(name: &str, cpu: &str, taints: Value) -> NodeInfo {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"disk": "ssd"}},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"}},
+        }))
+        .unwrap();
+        NodeInfo::new(Arc::new(n))
+    }
+
+    fn pod(spec: Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn with_cpu(cpu: &str) -> Value {
+        json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]})
+    }
+
+    #[test]
+    fn the_fit_error_counts_reasons_over_nodes_sorted() {
+        let nodes = [
+            node(
+                "a",
+                "1",
+                json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+            ),
+            node("b", "1", json!([])),
+            node("c", "1", json!([])),
+        ];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let d = schedule(&pod(with_cpu("2")), &refs, 0, false, &mut |_| 0);
+        let Outcome::Unschedulable { message } = d.outcome else {
+            panic!("should not fit")
+        };
+        assert_eq!(
+            message,
+            "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu. \
+preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+        assert_eq!(
+            fit_error_message(0, &[]),
+            "no nodes available to schedule pods"
+        );
+    }
+
+    #[test]
+    fn node_selector_affinity_and_node_name_filter() {
+        let nodes = [node("a", "2", json!([])), node("b", "2", json!([]))];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let mut spec = with_cpu("100m");
+        spec["nodeSelector"] = json!({"disk": "hdd"});
+        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        assert!(
+            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
+        );
+        let mut spec = with_cpu("100m");
+        spec["nodeName"] = json!("b");
+        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "b"));
+    }
+
+    #[test]
+    fn least_allocated_prefers_the_emptier_node_and_host_ports_conflict() {
+        let mut busy = node("busy", "2", json!([]));
+        let hog = pod(
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}],
+            "resources": {"requests": {"cpu": "1500m"}}}]}),
+        );
+        busy.add_pod("default/hog", &PodRequests::of(&hog));
+        let free = node("free", "2", json!([]));
+        let refs = [&busy, &free];
+        let d = schedule(&pod(with_cpu("100m")), &refs, 0, true, &mut |_| 0);
+        assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "free"));
+        let scores = &d.explanation.scores;
+        assert!(
+            scores[0].plugins[0].1 < scores[1].plugins[0].1,
+            "{scores:?}"
+        );
+        let d = schedule(&hog, &[&busy], 0, true, &mut |_| 0);
+        assert!(
+            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("1 node(s) didn't have free ports for the requested pod ports"))
+        );
+    }
+
+    #[test]
+    fn enough_feasible_nodes_as_upstream() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+    }
+}

@@ -68,13 +68,15 @@ fn tolerations(pod: &Pod) -> &[Toleration] {
 }
 
 pub fn node_unschedulable(pod: &Pod, n: &NodeInfo) -> Result<(), Rejection> {
-    let unschedulable = n.node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    if n.node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true) {
+        return Ok(());
+    }
     let taint = Taint {
         key: "node.kubernetes.io/unschedulable".into(),
         effect: "NoSchedule".into(),
         ..Default::default()
     };
-    if unschedulable && !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
+    if !tolerations(pod).iter().any(|t| tolerates(t, &taint)) {
         return Err(reject(
             "NodeUnschedulable",
             "node(s) were unschedulable",
@@ -177,8 +179,10 @@ pub fn term_matches(
             .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
 }
 
-fn node_labels(n: &NodeInfo) -> BTreeMap<String, String> {
-    n.node.metadata.labels.clone().unwrap_or_default()
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+pub fn node_labels(n: &NodeInfo) -> &BTreeMap<String, String> {
+    n.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
 }
 
 pub fn node_affinity(pod: &Pod, n: &NodeInfo) -> Result<(), Rejection> {
@@ -210,7 +214,7 @@ pub fn node_affinity(pod: &Pod, n: &NodeInfo) -> Result<(), Rejection> {
         if !req
             .node_selector_terms
             .iter()
-            .any(|t| term_matches(t, &labels, n.name()))
+            .any(|t| term_matches(t, labels, n.name()))
         {
             return fail();
         }

@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::filter::{node_taints, term_matches, tolerates};
+use super::filter::{node_labels, node_taints, term_matches, tolerates};
 use super::node_info::{NodeInfo, PodRequests};
 
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -95,10 +95,10 @@ pub fn preferred_affinity(pod: &Pod, n: &NodeInfo) -> i64 {
                 .as_deref()
         })
         .unwrap_or_default();
-    let labels = n.node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(n);
     terms
         .iter()
-        .filter(|t| term_matches(&t.preference, &labels, n.name()))
+        .filter(|t| term_matches(&t.preference, labels, n.name()))
         .map(|t| i64::from(t.weight))
         .sum()
 }

@@ -166,11 +166,11 @@ fn orphan_deletion_keeps_the_replica_sets_and_pods() {
 }
 
 #[test]
-fn a_controller_manager_killed_mid_rollout_converges_with_no_extra_pods() {
+fn controller_manager_and_scheduler_killed_mid_rollout_converge_with_no_extra_pods() {
     let Some(p) = Plane::start() else { return };
     p.nodes(&["node-1", "node-2"], "4", "8Gi", json!([]));
     p.kubelet();
-    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let sched = p.component("scheduler", "a", &["--leader-elect=false"]);
     let cm = p.component("controller-manager", "a", &cm_args());
     p.apply_json(
         "/apis/apps/v1/namespaces/default/deployments",
@@ -185,6 +185,8 @@ fn a_controller_manager_killed_mid_rollout_converges_with_no_extra_pods() {
     // Kill it as soon as the new ReplicaSet exists, in the middle of the rollout.
     assert!(eventually(30, || replicasets(&p).len() == 2));
     drop(cm);
+    drop(sched);
+    let _s = p.component("scheduler", "b", &["--leader-elect=false"]);
     let _cm = p.component("controller-manager", "b", &cm_args());
     assert!(
         eventually(90, || settled(&p, "roll", 6, "nginx:2")),
@@ -371,7 +373,12 @@ fn kubectl_drives_a_deployment_through_scale_rollout_and_undo() {
         "-o",
         "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
     ]));
-    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "SuccessfulDelete"] {
+    for reason in [
+        "ScalingReplicaSet",
+        "SuccessfulCreate",
+        "Scheduled",
+        "SuccessfulDelete",
+    ] {
         assert!(
             events.contains(reason),
             "no {reason} in:\n{events}\n{}",

@@ -143,7 +143,18 @@ fn explain_logs_and_annotates_each_decision() {
         "16Gi",
         json!([{"key": "x", "value": "y", "effect": "NoSchedule"}]),
     );
-    let _s = p.component("scheduler", "a", &["--leader-elect=false", "--explain"]);
+    let port = crate::free_port();
+    let secure_port = format!("--secure-port={port}");
+    let _s = p.component(
+        "scheduler",
+        "a",
+        &[
+            "--leader-elect=false",
+            "--explain",
+            "--bind-address=127.0.0.1",
+            &secure_port,
+        ],
+    );
     p.apply_json(
         "/api/v1/namespaces/default/pods",
         pod("web", "500m", json!([])),
@@ -177,6 +188,20 @@ fn explain_logs_and_annotates_each_decision() {
         "{log}"
     );
     assert!(log.contains("default/web: selected roomy"), "{log}");
+    // /healthz and /metrics over HTTPS with the scheduler's self-signed certificate.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if crate::require("curl").is_some() {
+        assert_eq!(curl("/healthz"), "ok");
+        assert!(
+            curl("/metrics").contains("scheduler_schedule_attempts_total{result=\"scheduled\"} 1")
+        );
+    }
 }
 
 /// The book's explained decision: one pod, three nodes, every filter verdict and score, and

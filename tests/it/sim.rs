@@ -43,13 +43,15 @@ impl Plane {
     /// Starts `klab <component> --kubeconfig=… ARGS`, logging to `<component>-<tag>.log`.
     pub fn component(&self, component: &str, tag: &str, args: &[&str]) -> Proc {
         let log = self.log_path(component, tag);
-        let child = Command::new(env!("CARGO_BIN_EXE_klab"))
-            .arg(component)
-            .arg(format!(
-                "--kubeconfig={}",
-                self.cluster.kubeconfig.display()
-            ))
-            .arg("--secure-port=0")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_klab"));
+        cmd.arg(component).arg(format!(
+            "--kubeconfig={}",
+            self.cluster.kubeconfig.display()
+        ));
+        if !args.iter().any(|a| a.starts_with("--secure-port")) {
+            cmd.arg("--secure-port=0");
+        }
+        let child = cmd
             .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
