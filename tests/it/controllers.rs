@@ -211,6 +211,46 @@ fn controller_manager_and_scheduler_killed_mid_rollout_converge_with_no_extra_po
     );
 }
 
+#[test]
+fn a_rolling_update_keeps_availability_within_max_unavailable() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1", "node-2"], "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    p.apply_json(
+        "/apis/apps/v1/namespaces/default/deployments",
+        deployment("av", 6, "nginx:1"),
+    );
+    assert!(eventually(60, || settled(&p, "av", 6, "nginx:1")));
+    let api: Api<Deployment> = Api::namespaced(p.client.clone(), "default");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2",
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}});
+    p.rt.block_on(api.patch("av", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+    // maxUnavailable is 1 and maxSurge 1: every observed state has at least 5 ready pods and
+    // at most 7 pods in all.
+    let mut observed = 0;
+    let done = eventually(90, || {
+        let pods = p.pods("default");
+        let live = live(&pods);
+        let ready = live
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        assert!(ready >= 5, "only {ready} ready pods during the rollout");
+        assert!(live.len() <= 7, "{} pods during the rollout", live.len());
+        observed += 1;
+        settled(&p, "av", 6, "nginx:2")
+    });
+    assert!(done && observed > 1, "the rollout did not finish");
+}
+
 fn holder(p: &Plane) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(p.client.clone(), "kube-system");
     p.rt.block_on(api.get_opt("kube-controller-manager"))
