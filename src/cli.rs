@@ -70,6 +70,12 @@ pub enum Command {
     Kubelet(Box<KubeletArgs>),
     /// Run kube-proxy: Services and EndpointSlices programmed into iptables (also started as `kube-proxy`)
     Proxy(Box<ProxyArgs>),
+    /// Run kube-scheduler, which binds pending pods to nodes (also started as `kube-scheduler`)
+    Scheduler(Box<SchedulerArgs>),
+    /// Run kube-controller-manager, the control loops (also started as `kube-controller-manager`)
+    ControllerManager(Box<ControllerManagerArgs>),
+    /// Run cloud-controller-manager with the `local` provider (also `cloud-controller-manager`)
+    CloudControllerManager(Box<CloudControllerManagerArgs>),
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -435,6 +441,147 @@ pub enum ProxyCommand {
     Rules,
 }
 
+/// Flags every control-plane component shares, with upstream's names and defaults.
+#[derive(Debug, Clone, Args)]
+pub struct ComponentArgs {
+    /// Path to the kubeconfig with the API server's address and this component's credentials
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: PathBuf,
+    /// Accepted for upstream compatibility: klab does not delegate authentication of /metrics
+    #[arg(long, value_name = "PATH")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// Accepted for upstream compatibility: klab does not delegate authorization of /metrics
+    #[arg(long, value_name = "PATH")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// The IP address to serve /healthz and /metrics on (HTTPS, self-signed)
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// Start a leader election client and gain leadership before running the main loop
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "true")]
+    pub leader_elect: bool,
+    /// How long a non-leader waits after the last observed renewal before taking over
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub leader_elect_lease_duration: String,
+    /// How long the leader retries renewing before it gives up leadership (and exits)
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub leader_elect_renew_deadline: String,
+    /// How long to wait between attempts to acquire or renew
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub leader_elect_retry_period: String,
+    /// The namespace of the Lease used for leader election
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    /// The name of the Lease used for leader election (default: the component's name)
+    #[arg(long, value_name = "NAME")]
+    pub leader_elect_resource_name: Option<String>,
+    /// Log verbosity, as klog's -v (2 logs each decision)
+    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+/// kube-scheduler's flags.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub common: ComponentArgs,
+    /// The port to serve HTTPS /healthz and /metrics on (0 turns it off)
+    #[arg(long, default_value_t = 10259)]
+    pub secure_port: u16,
+    /// Pods whose spec.schedulerName is this are scheduled by this scheduler
+    #[arg(long, value_name = "NAME", default_value = "default-scheduler")]
+    pub scheduler_name: String,
+    /// Log every decision (each filter verdict, every score) and annotate the pod with it
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// kube-controller-manager's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerManagerArgs {
+    #[command(flatten)]
+    pub common: ComponentArgs,
+    /// The port to serve HTTPS /healthz and /metrics on (0 turns it off)
+    #[arg(long, default_value_t = 10257)]
+    pub secure_port: u16,
+    /// Controllers to run: '*' for the defaults, 'foo' to add, '-foo' to remove
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Whether node podCIDRs are allocated from --cluster-cidr
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+    pub allocate_node_cidrs: bool,
+    /// The CIDR range for pods in the cluster (needs --allocate-node-cidrs)
+    #[arg(long, value_name = "CIDR")]
+    pub cluster_cidr: Option<String>,
+    /// The prefix length of each node's podCIDR
+    #[arg(long, value_name = "BITS", default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// How long a node may stop reporting before it is marked unhealthy
+    #[arg(long, value_name = "DURATION", default_value = "50s")]
+    pub node_monitor_grace_period: String,
+    /// How often node status is checked
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub node_monitor_period: String,
+    /// The cluster's name (shown in events and used by cloud controllers)
+    #[arg(long, value_name = "NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Accepted as kubeadm passes it; klab's controllers all use --kubeconfig's identity
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub use_service_account_credentials: Option<String>,
+    /// Accepted as kubeadm passes it; the token controller is not built yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub root_ca_file: Option<PathBuf>,
+    /// Accepted as kubeadm passes it; the token controller is not built yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub service_account_private_key_file: Option<PathBuf>,
+    /// Accepted as kubeadm passes it; the CSR signer is not built yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// Accepted as kubeadm passes it; the CSR signer is not built yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// Accepted as kubeadm passes it; /metrics is not behind delegated authentication yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Accepted as kubeadm passes it; /metrics is not behind delegated authentication yet
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Accepted as the seed's line passes it; klab has no volume controllers yet
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
+    pub enable_hostpath_provisioner: Option<String>,
+    /// Accepted as kubeadm passes it; the service IP allocator lives in the API server
+    #[arg(long, value_name = "CIDR", hide_short_help = true)]
+    pub service_cluster_ip_range: Option<String>,
+}
+
+/// cloud-controller-manager's flags.
+#[derive(Debug, Clone, Args)]
+pub struct CloudControllerManagerArgs {
+    #[command(flatten)]
+    pub common: ComponentArgs,
+    /// The port to serve HTTPS /healthz and /metrics on (0 turns it off)
+    #[arg(long, default_value_t = 10258)]
+    pub secure_port: u16,
+    /// The cloud provider: only `local` (nodes on this machine, addresses from a pool)
+    #[arg(long, value_name = "NAME", default_value = "local", value_parser = ["local"])]
+    pub cloud_provider: String,
+    /// Cloud controllers to run: '*' (cloud-node, service-lb), 'foo' to add, '-foo' to remove
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// The `local` provider's LoadBalancer address pool, as FIRST-LAST IPv4 addresses
+    #[arg(
+        long,
+        value_name = "RANGE",
+        default_value = "172.18.255.200-172.18.255.250"
+    )]
+    pub load_balancer_ip_range: String,
+    /// The zone label the `local` provider gives every node
+    #[arg(long, value_name = "ZONE", default_value = "local-a")]
+    pub zone: String,
+    /// The cluster's name
+    #[arg(long, value_name = "NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Put, range and watch latency of klab-store beside real etcd
@@ -443,6 +590,8 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
     /// Time from an EndpointSlice change to kube-proxy's rules generated and applied (in a network namespace)
     Proxy(BenchProxyArgs),
+    /// Pods per second that kube-scheduler binds on simulated nodes (Node objects only)
+    Scheduler(BenchSchedulerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -456,6 +605,18 @@ pub struct BenchProxyArgs {
     /// Ready endpoints per Service
     #[arg(long, default_value_t = 2)]
     pub endpoints: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSchedulerArgs {
+    /// Simulated nodes to create (Node objects with 8 CPUs, 32 GiB and 110 pods each)
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Pods to create and have scheduled
+    #[arg(long, default_value_t = 1000)]
+    pub pods: usize,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
 }

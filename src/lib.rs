@@ -22,6 +22,11 @@
 //!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
 //! - [`proxy`]: kube-proxy: Services and EndpointSlices turned into iptables rules (a pure
 //!   function, `proxy::rules`) and applied atomically with iptables-restore.
+//! - [`scheduler`]: kube-scheduler: the queue, the filter and score plugins (pure), binding.
+//! - [`controllers`]: kube-controller-manager: the watch loop ([`controllers::runner`]) and one
+//!   file per controller (deployment, replicaset, garbage collector, node lifecycle, …).
+//! - [`cloud`]: cloud-controller-manager with the `local` provider (nodes, load balancers).
+//! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -31,11 +36,15 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod client;
+pub mod cloud;
+pub mod component;
+pub mod controllers;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
 pub mod proxy;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
 pub mod tools;
 
@@ -61,6 +70,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Store(args) => Ok(store::run(*args)?),
         cli::Command::Apiserver(args) => Ok(apiserver::run(*args)?),
         cli::Command::Kubelet(args) => Ok(kubelet::run(*args)?),
+        cli::Command::Scheduler(args) => Ok(scheduler::run(*args)?),
+        cli::Command::ControllerManager(args) => Ok(controllers::run(*args)?),
+        cli::Command::CloudControllerManager(args) => Ok(cloud::run(*args)?),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => {
             tools::bench::store::run(args, &mut out)
         }
@@ -69,5 +81,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(tools::bench::proxy::run(args, &mut out)?)
         }
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
+        cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
+            tools::bench::scheduler::run(args, &mut out)
+        }
     }
 }

@@ -147,7 +147,8 @@ pub(super) async fn evict(ctx: &Ctx, pods: &'static Resource) -> Result<Resp, Ap
 
 /// Binds a pod to a node, as the scheduler does (`pods/binding` or `bindings`): sets
 /// `spec.nodeName` once and records the PodScheduled condition. Mirrors upstream's
-/// `BindingREST`: a pod already bound, or being deleted, is a 409 Conflict.
+/// `BindingREST`: a pod already bound, or being deleted, is a 409 Conflict; the Binding's
+/// annotations are copied onto the pod.
 pub(super) async fn bind(ctx: &Ctx, pod: &str, binding: &Value) -> Result<Resp, ApiError> {
     let pods = resources::find("", "v1", "pods").expect("pods is in the table");
     let ns = &ctx.info.namespace;
@@ -190,6 +191,18 @@ pub(super) async fn bind(ctx: &Ctx, pod: &str, binding: &Value) -> Result<Resp, 
             return Err(e);
         }
         obj["spec"]["nodeName"] = node.clone().into();
+        // Upstream's setPodHostAndAnnotations: the Binding's annotations land on the pod.
+        if let Some(extra) = binding
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+        {
+            if !obj["metadata"]["annotations"].is_object() {
+                obj["metadata"]["annotations"] = json!({});
+            }
+            for (k, v) in extra {
+                obj["metadata"]["annotations"][k] = v.clone();
+            }
+        }
         let mut conditions: Vec<Value> = obj
             .pointer("/status/conditions")
             .and_then(Value::as_array)

@@ -8,12 +8,15 @@ mod apiserver;
 mod book;
 mod certs;
 mod cluster_info;
+mod controllers;
 mod kubelet;
 mod probe;
 mod proxy;
 mod ps;
 mod real;
 mod runtime;
+mod scheduler;
+mod sim;
 mod store;
 
 use std::path::{Path, PathBuf};

@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod proxy;
+pub mod scheduler;
 pub mod store;

@@ -1,0 +1,246 @@
+//! The replicaset controller: keeps `spec.replicas` pods running for each ReplicaSet.
+//!
+//! Mirrors `pkg/controller/replicaset`: pods it creates carry the ReplicaSet as their
+//! controller owner reference; too few pods → create (Event SuccessfulCreate "Created pod:
+//! x"), too many → delete the least useful first (unscheduled, then pending, then not ready,
+//! then the newest; Event SuccessfulDelete); status counts replicas, ready and available pods.
+//! Leaves out adopting orphaned pods that match the selector, slow-start batches and
+//! minReadySeconds (a ready pod counts as available at once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::runner::{self, Expectations};
+use super::{RESYNC, controller_of, owner_ref};
+use crate::component::events::{Recorder, reference};
+use crate::component::{chain, log};
+
+/// Whether a pod is Ready (its Ready condition is True).
+pub fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a pod still counts: not being deleted, not finished.
+pub fn is_active(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Pods owned (as controller) by the object with this uid, grouped once per pass.
+pub fn pods_by_owner(pods: &Store<Pod>) -> HashMap<String, Vec<Arc<Pod>>> {
+    let mut out: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
+    for p in pods.state() {
+        if let Some(r) = controller_of(p.metadata.owner_references.as_ref()) {
+            out.entry(r.uid.clone()).or_default().push(p);
+        }
+    }
+    out
+}
+
+/// Upstream's deletion ranking: the pod to delete first sorts first.
+fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<String>) {
+    let scheduled = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 0,
+    };
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    (
+        u8::from(scheduled),
+        phase,
+        u8::from(is_ready(p)),
+        std::cmp::Reverse(created),
+    )
+}
+
+fn pod_from_template(rs: &ReplicaSet, t: &PodTemplateSpec) -> Pod {
+    let meta = t.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}-",
+                rs.metadata.name.as_deref().unwrap_or_default()
+            )),
+            namespace: rs.metadata.namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: Some(vec![owner_ref(rs)]),
+            ..Default::default()
+        },
+        spec: t.spec.clone(),
+        status: None,
+    }
+}
+
+struct Controller {
+    client: kube::Client,
+    rs: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    events: Recorder,
+    expectations: Expectations,
+}
+
+impl Controller {
+    async fn pass(&mut self) {
+        let owned = pods_by_owner(&self.pods);
+        for rs in self.rs.state() {
+            self.sync(
+                &rs,
+                owned.get(rs.metadata.uid.as_deref().unwrap_or_default()),
+            )
+            .await;
+        }
+    }
+
+    async fn sync(&mut self, rs: &ReplicaSet, owned: Option<&Vec<Arc<Pod>>>) {
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        let owned: Vec<Arc<Pod>> = owned.cloned().unwrap_or_default();
+        let live: HashMap<&str, bool> = owned
+            .iter()
+            .map(|p| (p.metadata.name.as_deref().unwrap_or_default(), is_active(p)))
+            .collect();
+        let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
+        let settled = self.expectations.satisfied(&uid, |n| live.get(n).copied());
+        let want = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize;
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if settled && rs.metadata.deletion_timestamp.is_none() {
+            if active.len() < want {
+                if let Some(t) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) {
+                    let pod = pod_from_template(rs, t);
+                    let creates = (0..want - active.len()).map(|_| {
+                        let (api, pod) = (pods_api.clone(), pod.clone());
+                        async move { api.create(&PostParams::default(), &pod).await }
+                    });
+                    for r in futures::future::join_all(creates).await {
+                        match r {
+                            Ok(p) => {
+                                let pn = p.metadata.name.clone().unwrap_or_default();
+                                self.expectations.created(&uid, &pn);
+                                self.events
+                                    .emit(
+                                        reference(rs),
+                                        "Normal",
+                                        "SuccessfulCreate",
+                                        &format!("Created pod: {pn}"),
+                                    )
+                                    .await;
+                            }
+                            Err(e) => {
+                                let msg = format!("Error creating: {}", chain(&e));
+                                log('E', format!("replicaset {ns}/{name}: {msg}"));
+                                self.events
+                                    .emit(reference(rs), "Warning", "FailedCreate", &msg)
+                                    .await;
+                            }
+                        }
+                    }
+                }
+            } else if active.len() > want {
+                let mut doomed: Vec<&Arc<Pod>> = active.clone();
+                doomed.sort_by_key(|p| deletion_rank(p));
+                for p in doomed.into_iter().take(active.len() - want) {
+                    let pn = p.metadata.name.clone().unwrap_or_default();
+                    match pods_api.delete(&pn, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            self.expectations.deleted(&uid, &pn);
+                            self.events
+                                .emit(
+                                    reference(rs),
+                                    "Normal",
+                                    "SuccessfulDelete",
+                                    &format!("Deleted pod: {pn}"),
+                                )
+                                .await;
+                        }
+                        Err(e) => log(
+                            'E',
+                            format!("replicaset {ns}/{name}: deleting pod {pn}: {}", chain(&e)),
+                        ),
+                    }
+                }
+            }
+        }
+        let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
+        let status = json!({
+            "replicas": active.len(),
+            "fullyLabeledReplicas": active.len(),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": rs.metadata.generation,
+        });
+        let cur = rs.status.as_ref();
+        let same = cur.is_some_and(|s| {
+            s.replicas == active.len() as i32
+                && s.ready_replicas.unwrap_or(0) == ready
+                && s.available_replicas.unwrap_or(0) == ready
+                && s.fully_labeled_replicas.unwrap_or(0) == active.len() as i32
+                && s.observed_generation == rs.metadata.generation
+        });
+        if !same {
+            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
+            let patch = json!({"status": status});
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    log(
+                        'W',
+                        format!("replicaset {ns}/{name}: updating status: {}", chain(&e)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(client: kube::Client) {
+    let wake = Arc::new(Notify::new());
+    let rs = runner::informer(Api::<ReplicaSet>::all(client.clone()), wake.clone());
+    let pods = runner::informer(Api::<Pod>::all(client.clone()), wake.clone());
+    let ready = vec![runner::ready(&rs), runner::ready(&pods)];
+    let mut c = Controller {
+        events: Recorder::new(client.clone(), "replicaset-controller"),
+        client,
+        rs,
+        pods,
+        expectations: Expectations::default(),
+    };
+    runner::synced("replicaset", ready).await;
+    loop {
+        c.pass().await;
+        runner::next(&wake, RESYNC).await;
+    }
+}

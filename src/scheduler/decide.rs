@@ -1,0 +1,301 @@
+//! One scheduling cycle for one pod: filter the nodes, score the feasible ones, pick the best,
+//! or say why none fits in upstream's FailedScheduling words. Pure: the caller brings the
+//! nodes, where to start and a source of randomness for ties.
+//!
+//! Mirrors `schedulePod` in `pkg/scheduler/schedule_one.go`: `findNodesThatFitPod` with
+//! `percentageOfNodesToScore` (stop after enough feasible nodes, resume at the next node
+//! next time), `prioritizeNodes`, `selectHost` (random among equal best), and `FitError`'s
+//! message. klab never preempts, so the message's preemption part says so for every node.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use super::filter::{self, Rejection};
+use super::node_info::{NodeInfo, PodRequests};
+use super::score::{self, NodeScore};
+
+/// How many feasible nodes to look for before scoring (upstream's adaptive percentage).
+pub fn feasible_nodes_to_find(all: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if all < MIN_FEASIBLE {
+        return all;
+    }
+    let pct = 50usize.saturating_sub(all / 125).max(5);
+    (all * pct / 100).max(MIN_FEASIBLE)
+}
+
+/// Everything the cycle decided, node by node: the material of `--explain`.
+#[derive(Debug, Clone, Default)]
+pub struct Explanation {
+    /// Nodes in the order they were looked at, with the rejecting plugin if any.
+    pub filtered: Vec<(String, Option<Rejection>)>,
+    pub scores: Vec<NodeScore>,
+    pub selected: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Fits {
+        node: String,
+    },
+    /// No node fits: the FailedScheduling message.
+    Unschedulable {
+        message: String,
+    },
+}
+
+pub struct Decision {
+    pub outcome: Outcome,
+    pub explanation: Explanation,
+    /// Where the next cycle should start looking.
+    pub next_start: usize,
+}
+
+/// Upstream's FitError message: reasons counted over nodes, sorted, then the preemption part.
+pub fn fit_error_message(all: usize, rejections: &[&Rejection]) -> String {
+    if all == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rejections {
+        for reason in &r.reasons {
+            *counts.entry(reason).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!(
+        "0/{all} nodes are available: {}. preemption: 0/{all} nodes are available: {all} Preemption is not helpful for scheduling.",
+        parts.join(", ")
+    )
+}
+
+/// Runs one cycle. `explain` looks at every node instead of stopping early.
+pub fn schedule(
+    pod: &Pod,
+    nodes: &[&NodeInfo],
+    start: usize,
+    explain: bool,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Decision {
+    let r = PodRequests::of(pod);
+    let all = nodes.len();
+    let want = if explain {
+        all
+    } else {
+        feasible_nodes_to_find(all)
+    };
+    let mut explanation = Explanation::default();
+    let mut feasible: Vec<&NodeInfo> = Vec::new();
+    let mut rejected: Vec<Rejection> = Vec::new();
+    let mut looked = 0;
+    while looked < all && feasible.len() < want {
+        let n = nodes[(start + looked) % all];
+        looked += 1;
+        match filter::run(pod, &r, n) {
+            Ok(()) => {
+                feasible.push(n);
+                explanation.filtered.push((n.name().to_owned(), None));
+            }
+            Err(rej) => {
+                explanation
+                    .filtered
+                    .push((n.name().to_owned(), Some(rej.clone())));
+                rejected.push(rej);
+            }
+        }
+    }
+    let next_start = if all == 0 { 0 } else { (start + looked) % all };
+    if feasible.is_empty() {
+        let refs: Vec<&Rejection> = rejected.iter().collect();
+        return Decision {
+            outcome: Outcome::Unschedulable {
+                message: fit_error_message(all, &refs),
+            },
+            explanation,
+            next_start,
+        };
+    }
+    let scores = score::run(pod, &r, &feasible);
+    let best = scores.iter().map(|s| s.total).max().unwrap_or(0);
+    let top: Vec<&NodeScore> = scores.iter().filter(|s| s.total == best).collect();
+    let node = top[pick(top.len()).min(top.len() - 1)].node.clone();
+    explanation.scores = scores;
+    explanation.selected = Some(node.clone());
+    Decision {
+        outcome: Outcome::Fits { node },
+        explanation,
+        next_start,
+    }
+}
+
+impl Explanation {
+    /// The decision as log lines: one per node, then the choice.
+    pub fn lines(&self, pod: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (node, rej) in &self.filtered {
+            match rej {
+                Some(r) => out.push(format!(
+                    "{pod}: filter {node}: rejected by {}: {}",
+                    r.plugin,
+                    r.reasons.join(", ")
+                )),
+                None => out.push(format!("{pod}: filter {node}: passed all filters")),
+            }
+        }
+        for s in &self.scores {
+            let parts: Vec<String> = s
+                .plugins
+                .iter()
+                .zip(score::SCORES)
+                .map(|((p, v), (_, w))| format!("{p}={v}×{w}"))
+                .collect();
+            out.push(format!(
+                "{pod}: score {}: {} total={}",
+                s.node,
+                parts.join(" "),
+                s.total
+            ));
+        }
+        match &self.selected {
+            Some(n) => out.push(format!("{pod}: selected {n}")),
+            None => out.push(format!("{pod}: no node fits")),
+        }
+        out
+    }
+
+    /// The decision as JSON, for the pod's annotation (in the spirit of
+    /// kube-scheduler-simulator's filter-result and score-result annotations).
+    pub fn to_json(&self) -> Value {
+        let filter: serde_json::Map<String, Value> = self
+            .filtered
+            .iter()
+            .map(|(n, r)| {
+                let v = match r {
+                    None => json!("passed"),
+                    Some(r) => json!({ r.plugin: r.reasons.join(", ") }),
+                };
+                (n.clone(), v)
+            })
+            .collect();
+        let score: serde_json::Map<String, Value> = self
+            .scores
+            .iter()
+            .map(|s| {
+                let mut m: serde_json::Map<String, Value> = s
+                    .plugins
+                    .iter()
+                    .map(|(p, v)| ((*p).to_owned(), json!(v)))
+                    .collect();
+                m.insert("total".into(), json!(s.total));
+                (s.node.clone(), Value::Object(m))
+            })
+            .collect();
+        json!({"filter": filter, "score": score, "selected": self.selected})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::Node;
+
+    use super::*;
+
+    fn node(name: &str, cpu: &str, taints: Value) -> NodeInfo {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"disk": "ssd"}},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"}},
+        }))
+        .unwrap();
+        NodeInfo::new(Arc::new(n))
+    }
+
+    fn pod(spec: Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn with_cpu(cpu: &str) -> Value {
+        json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]})
+    }
+
+    #[test]
+    fn the_fit_error_counts_reasons_over_nodes_sorted() {
+        let nodes = [
+            node(
+                "a",
+                "1",
+                json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+            ),
+            node("b", "1", json!([])),
+            node("c", "1", json!([])),
+        ];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let d = schedule(&pod(with_cpu("2")), &refs, 0, false, &mut |_| 0);
+        let Outcome::Unschedulable { message } = d.outcome else {
+            panic!("should not fit")
+        };
+        assert_eq!(
+            message,
+            "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu. \
+preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+        assert_eq!(
+            fit_error_message(0, &[]),
+            "no nodes available to schedule pods"
+        );
+    }
+
+    #[test]
+    fn node_selector_affinity_and_node_name_filter() {
+        let nodes = [node("a", "2", json!([])), node("b", "2", json!([]))];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let mut spec = with_cpu("100m");
+        spec["nodeSelector"] = json!({"disk": "hdd"});
+        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        assert!(
+            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
+        );
+        let mut spec = with_cpu("100m");
+        spec["nodeName"] = json!("b");
+        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "b"));
+    }
+
+    #[test]
+    fn least_allocated_prefers_the_emptier_node_and_host_ports_conflict() {
+        let mut busy = node("busy", "2", json!([]));
+        let hog = pod(
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}],
+            "resources": {"requests": {"cpu": "1500m"}}}]}),
+        );
+        busy.add_pod("default/hog", &PodRequests::of(&hog));
+        let free = node("free", "2", json!([]));
+        let refs = [&busy, &free];
+        let d = schedule(&pod(with_cpu("100m")), &refs, 0, true, &mut |_| 0);
+        assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "free"));
+        let scores = &d.explanation.scores;
+        assert!(
+            scores[0].plugins[0].1 < scores[1].plugins[0].1,
+            "{scores:?}"
+        );
+        let d = schedule(&hog, &[&busy], 0, true, &mut |_| 0);
+        assert!(
+            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("1 node(s) didn't have free ports for the requested pod ports"))
+        );
+    }
+
+    #[test]
+    fn enough_feasible_nodes_as_upstream() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+    }
+}

@@ -1,0 +1,245 @@
+//! kube-scheduler as a process against a real API server (klab-store underneath) with simulated
+//! nodes: upstream's FailedScheduling message, taints and tolerations, retry when a node
+//! arrives, and `--explain`.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use crate::sim::{Plane, eventually, node_of};
+
+fn pod(name: &str, cpu: &str, tolerations: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"tolerations": tolerations, "containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]},
+    })
+}
+
+fn events(p: &Plane, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(p.client.clone(), "default");
+    p.rt.block_on(api.list(&ListParams::default().fields(&format!("reason={reason}"))))
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn get(p: &Plane, name: &str) -> Option<Pod> {
+    let api: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+    p.rt.block_on(api.get_opt(name)).ok().flatten()
+}
+
+#[test]
+fn a_pod_too_big_stays_pending_with_upstreams_message_until_a_node_fits() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(
+        &["gpu-1"],
+        "2",
+        "4Gi",
+        json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+    );
+    p.nodes(&["small-1", "small-2"], "2", "4Gi", json!([]));
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod("big", "3", json!([])),
+    );
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
+preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    assert!(
+        eventually(20, || events(&p, "FailedScheduling")
+            .iter()
+            .any(|e| e.message.as_deref() == Some(want))),
+        "no FailedScheduling event with the upstream message; events: {:?}\nlog: {}",
+        events(&p, "FailedScheduling")
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>(),
+        p.log("scheduler", "a")
+    );
+    let big = get(&p, "big").unwrap();
+    assert_eq!(node_of(&big), None);
+    let cond = big.status.unwrap().conditions.unwrap_or_default();
+    assert!(
+        cond.iter().any(|c| c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")),
+        "{cond:?}"
+    );
+    // A node that fits arrives: the unschedulable pod is retried and bound to it.
+    p.nodes(&["large-1"], "8", "16Gi", json!([]));
+    assert!(
+        eventually(30, || get(&p, "big").and_then(|b| node_of(&b)).as_deref()
+            == Some("large-1")),
+        "{}",
+        p.log("scheduler", "a")
+    );
+    assert!(eventually(10, || events(&p, "Scheduled")
+        .iter()
+        .any(
+            |e| e.message.as_deref() == Some("Successfully assigned default/big to large-1")
+        )));
+}
+
+#[test]
+fn taints_keep_pods_away_unless_tolerated() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(
+        &["tainted"],
+        "4",
+        "8Gi",
+        json!([{"key": "team", "value": "blue", "effect": "NoSchedule"}]),
+    );
+    p.nodes(
+        &["also-tainted"],
+        "4",
+        "8Gi",
+        json!([{"key": "maintenance", "effect": "NoExecute"}]),
+    );
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod(
+            "tolerant",
+            "100m",
+            json!([{"key": "team", "operator": "Equal", "value": "blue", "effect": "NoSchedule"}]),
+        ),
+    );
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod("plain", "100m", json!([])),
+    );
+    assert!(
+        eventually(20, || get(&p, "tolerant")
+            .and_then(|x| node_of(&x))
+            .as_deref()
+            == Some("tainted")),
+        "{}",
+        p.log("scheduler", "a")
+    );
+    let want = "0/2 nodes are available: 1 node(s) had untolerated taint {maintenance: }, 1 node(s) had untolerated taint {team: blue}. \
+preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.";
+    assert!(
+        eventually(20, || events(&p, "FailedScheduling")
+            .iter()
+            .any(|e| e.message.as_deref() == Some(want))),
+        "{:?}",
+        events(&p, "FailedScheduling")
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(get(&p, "plain").and_then(|x| node_of(&x)), None);
+}
+
+#[test]
+fn explain_logs_and_annotates_each_decision() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["busy"], "1", "2Gi", json!([]));
+    p.nodes(&["roomy"], "8", "16Gi", json!([]));
+    p.nodes(
+        &["tainted"],
+        "8",
+        "16Gi",
+        json!([{"key": "x", "value": "y", "effect": "NoSchedule"}]),
+    );
+    let port = crate::free_port();
+    let secure_port = format!("--secure-port={port}");
+    let _s = p.component(
+        "scheduler",
+        "a",
+        &[
+            "--leader-elect=false",
+            "--explain",
+            "--bind-address=127.0.0.1",
+            &secure_port,
+        ],
+    );
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod("web", "500m", json!([])),
+    );
+    assert!(
+        eventually(20, || get(&p, "web").and_then(|x| node_of(&x)).is_some()),
+        "{}",
+        p.log("scheduler", "a")
+    );
+    let web = get(&p, "web").unwrap();
+    assert_eq!(
+        node_of(&web).as_deref(),
+        Some("roomy"),
+        "LeastAllocated prefers the roomy node"
+    );
+    let ann = web.metadata.annotations.unwrap_or_default();
+    let explain: serde_json::Value =
+        serde_json::from_str(&ann["scheduler.klab.dev/explain"]).unwrap();
+    assert_eq!(explain["selected"], "roomy");
+    assert_eq!(
+        explain["filter"]["tainted"]["TaintToleration"],
+        "node(s) had untolerated taint {x: y}"
+    );
+    assert_eq!(explain["filter"]["roomy"], "passed");
+    assert!(
+        explain["score"]["roomy"]["total"].as_i64() > explain["score"]["busy"]["total"].as_i64()
+    );
+    let log = p.log("scheduler", "a");
+    assert!(
+        log.contains("default/web: filter tainted: rejected by TaintToleration"),
+        "{log}"
+    );
+    assert!(log.contains("default/web: selected roomy"), "{log}");
+    // /healthz and /metrics over HTTPS with the scheduler's self-signed certificate.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if crate::require("curl").is_some() {
+        assert_eq!(curl("/healthz"), "ok");
+        assert!(
+            curl("/metrics").contains("scheduler_schedule_attempts_total{result=\"scheduled\"} 1")
+        );
+    }
+}
+
+/// The book's explained decision: one pod, three nodes, every filter verdict and score, and
+/// the FailedScheduling message for a pod that fits nowhere. In-process: the plugins are pure.
+#[test]
+fn an_explained_decision() {
+    use klab::scheduler::decide::{Outcome, schedule};
+    use klab::scheduler::node_info::{NodeInfo, PodRequests};
+    use std::sync::Arc;
+
+    let node = |name: &str, cpu: &str, taints: serde_json::Value| {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}},
+        }))
+        .unwrap();
+        NodeInfo::new(Arc::new(n))
+    };
+    let mut busy = node("busy", "2", json!([]));
+    let running: Pod = serde_json::from_value(pod("db", "1500m", json!([]))).unwrap();
+    busy.add_pod("default/db", &PodRequests::of(&running));
+    let roomy = node("roomy", "4", json!([]));
+    let tainted = node(
+        "gpu",
+        "8",
+        json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+    );
+    let nodes = [&busy, &roomy, &tainted];
+    let web: Pod = serde_json::from_value(pod("web", "500m", json!([]))).unwrap();
+    let d = schedule(&web, &nodes, 0, true, &mut |_| 0);
+    let mut text = d.explanation.lines("default/web").join("\n");
+    let big: Pod = serde_json::from_value(pod("big", "6", json!([]))).unwrap();
+    let d = schedule(&big, &nodes, 0, true, &mut |_| 0);
+    text.push('\n');
+    text.push_str(&d.explanation.lines("default/big").join("\n"));
+    if let Outcome::Unschedulable { message } = d.outcome {
+        text.push_str(&format!("\nFailedScheduling: {message}"));
+    }
+    crate::snap!("scheduler_explain", text);
+}
