@@ -9,9 +9,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::{Procs, free_port};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -64,52 +66,20 @@ pub enum BenchApiError {
     Write(#[source] std::io::Error),
 }
 
-/// Processes started for one backend, killed and cleaned up when dropped.
-struct Procs {
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
-}
-
 fn spawn(what: &str, cmd: &mut Command) -> Result<Child, BenchApiError> {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| BenchApiError::Start {
-            what: what.to_owned(),
-            source,
-        })
+    super::spawn_quiet(cmd).map_err(|source| BenchApiError::Start {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 async fn wait_port(port: u16, what: &str) -> Result<(), BenchApiError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err(BenchApiError::NotReady {
-                what: what.to_owned(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if super::port_opens(port).await {
+        return Ok(());
     }
-    Ok(())
+    Err(BenchApiError::NotReady {
+        what: what.to_owned(),
+    })
 }
 
 /// Starts a store (klab-store, or etcd from `etcd`) and an API server on it.

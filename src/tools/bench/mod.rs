@@ -5,3 +5,50 @@ pub mod api;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Processes a benchmark started: killed (newest first) and their folder removed when dropped.
+pub(crate) struct Procs {
+    pub children: Vec<Child>,
+    pub dir: PathBuf,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+/// Starts `cmd` with its output discarded (a benchmark prints only its table).
+pub(crate) fn spawn_quiet(cmd: &mut Command) -> std::io::Result<Child> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+}
+
+/// Whether something listens on loopback `port` within 30 seconds.
+pub(crate) async fn port_opens(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}

@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use super::{Procs, free_port};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -58,51 +60,20 @@ pub enum BenchSchedulerError {
     Write(#[source] std::io::Error),
 }
 
-struct Procs {
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
-}
-
 fn spawn(what: &str, cmd: &mut Command) -> Result<Child, BenchSchedulerError> {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| BenchSchedulerError::Start {
-            what: what.to_owned(),
-            source,
-        })
+    super::spawn_quiet(cmd).map_err(|source| BenchSchedulerError::Start {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 async fn wait_port(port: u16, what: &str) -> Result<(), BenchSchedulerError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err(BenchSchedulerError::NotReady {
-                what: what.to_owned(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if super::port_opens(port).await {
+        return Ok(());
     }
-    Ok(())
+    Err(BenchSchedulerError::NotReady {
+        what: what.to_owned(),
+    })
 }
 
 fn start_err(what: &str) -> impl FnOnce(std::io::Error) -> BenchSchedulerError + '_ {

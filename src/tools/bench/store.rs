@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::cli::BenchStoreArgs;
 use crate::tools::output::{write_structured, write_table};
 
+use super::free_port;
+
 /// Concurrent clients in the "many clients" rows, as etcd's benchmark `--clients`.
 const MANY: usize = 64;
 /// Connections those clients share, as etcd's benchmark `--conns`.
@@ -64,12 +66,6 @@ impl Drop for Target {
             let _ = std::fs::remove_dir_all(d);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
 }
 
 fn temp_dir(name: &str) -> PathBuf {

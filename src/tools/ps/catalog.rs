@@ -780,6 +780,13 @@ static KLAB_STORE_FLAGS: &[Flag] = &[
         security: None,
     },
     Flag {
+        name: "auto-compaction-mode",
+        boolean: false,
+        default: Some("periodic"),
+        meaning: "How --auto-compaction-retention is read: periodic (a time to keep history for) or revision (a number of revisions to keep), as etcd's flag.",
+        security: None,
+    },
+    Flag {
         name: "auto-compaction-retention",
         boolean: false,
         default: Some("0"),
@@ -842,6 +849,13 @@ static KLAB_STORE_FLAGS: &[Flag] = &[
         boolean: false,
         default: None,
         meaning: "CA bundle used to check client certificates when --client-cert-auth is on.",
+        security: None,
+    },
+    Flag {
+        name: "experimental-watch-progress-notify-interval",
+        boolean: false,
+        default: Some("10m"),
+        meaning: "How often a watch that asked for progress notifications hears the store's current revision, even with no events, as etcd's flag.",
         security: None,
     },
 ];
