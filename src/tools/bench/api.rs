@@ -9,11 +9,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Procs, free_port};
+use super::{Procs, free_port, spawn, wait_port};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -35,8 +35,8 @@ pub enum BenchApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} did not become ready within 30 s")]
-    NotReady { what: String },
+    #[error(transparent)]
+    Process(#[from] super::ProcessError),
     #[error("making the benchmark's PKI")]
     Pki(#[source] devpki::DevPkiError),
     #[error("setting up TLS to the API server")]
@@ -64,22 +64,6 @@ pub enum BenchApiError {
     Runtime(#[source] std::io::Error),
     #[error("writing the report")]
     Write(#[source] std::io::Error),
-}
-
-fn spawn(what: &str, cmd: &mut Command) -> Result<Child, BenchApiError> {
-    super::spawn_quiet(cmd).map_err(|source| BenchApiError::Start {
-        what: what.to_owned(),
-        source,
-    })
-}
-
-async fn wait_port(port: u16, what: &str) -> Result<(), BenchApiError> {
-    if super::port_opens(port).await {
-        return Ok(());
-    }
-    Err(BenchApiError::NotReady {
-        what: what.to_owned(),
-    })
 }
 
 /// Starts a store (klab-store, or etcd from `etcd`) and an API server on it.

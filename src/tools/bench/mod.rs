@@ -33,22 +33,43 @@ pub(crate) fn free_port() -> u16 {
         .map_or(0, |a| a.port())
 }
 
-/// Starts `cmd` with its output discarded (a benchmark prints only its table).
-pub(crate) fn spawn_quiet(cmd: &mut Command) -> std::io::Result<Child> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+/// A process a benchmark needs that did not start or did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("starting {what}")]
+    Start {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not become ready within 30 s")]
+    NotReady { what: String },
 }
 
-/// Whether something listens on loopback `port` within 30 seconds.
-pub(crate) async fn port_opens(port: u16) -> bool {
+/// Starts `cmd` with its output discarded (a benchmark prints only its table).
+pub(crate) fn spawn(what: &str, cmd: &mut Command) -> Result<Child, ProcessError> {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| ProcessError::Start {
+            what: what.to_owned(),
+            source,
+        })
+}
+
+/// Waits up to 30 seconds for `what` to listen on loopback `port`.
+pub(crate) async fn wait_port(port: u16, what: &str) -> Result<(), ProcessError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_err()
     {
         if Instant::now() > deadline {
-            return false;
+            return Err(ProcessError::NotReady {
+                what: what.to_owned(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    true
+    Ok(())
 }

@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Procs, free_port};
+use super::{Procs, free_port, spawn, wait_port};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -34,8 +34,8 @@ pub enum BenchSchedulerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} did not listen within 30 s")]
-    NotReady { what: String },
+    #[error(transparent)]
+    Process(#[from] super::ProcessError),
     #[error("making the benchmark's PKI")]
     Pki(#[source] devpki::DevPkiError),
     #[error(transparent)]
@@ -58,22 +58,6 @@ pub enum BenchSchedulerError {
     Runtime(#[source] std::io::Error),
     #[error("writing the report")]
     Write(#[source] std::io::Error),
-}
-
-fn spawn(what: &str, cmd: &mut Command) -> Result<Child, BenchSchedulerError> {
-    super::spawn_quiet(cmd).map_err(|source| BenchSchedulerError::Start {
-        what: what.to_owned(),
-        source,
-    })
-}
-
-async fn wait_port(port: u16, what: &str) -> Result<(), BenchSchedulerError> {
-    if super::port_opens(port).await {
-        return Ok(());
-    }
-    Err(BenchSchedulerError::NotReady {
-        what: what.to_owned(),
-    })
 }
 
 fn start_err(what: &str) -> impl FnOnce(std::io::Error) -> BenchSchedulerError + '_ {
