@@ -761,6 +761,16 @@ pub struct KubeletArgs {
     /// Clients of the server must present a certificate signed by this CA
     #[arg(long, value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
+    /// DNS server IPs for pods with dnsPolicy ClusterFirst (comma-separated; the kube-dns Service, 10.96.0.10 on klab)
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+    /// The cluster's domain: pods' search path ends in it (cluster.local on klab, kubeadm and kind)
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// The resolv.conf pods with dnsPolicy Default (and the end of ClusterFirst's search path) are made from
+    /// (default: /etc/resolv.conf; empty: none)
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
     /// klab only: `containerd` (real pods through CRI) or `simulated` (no processes)
     #[arg(long, value_enum, default_value = "containerd")]
     pub runtime: RuntimeKind,

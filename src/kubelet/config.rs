@@ -24,6 +24,10 @@ pub struct KubeletConfiguration {
     pub provider_id: Option<String>,
     pub container_runtime_endpoint: Option<String>,
     pub register_node: Option<bool>,
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<String>>,
+    pub cluster_domain: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,4 +84,9 @@ pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
         cfg.container_runtime_endpoint,
     );
     fill(&mut args.register_node, cfg.register_node);
+    fill(&mut args.cluster_domain, cfg.cluster_domain);
+    fill(&mut args.resolv_conf, cfg.resolv_conf);
+    if args.cluster_dns.is_empty() {
+        args.cluster_dns = cfg.cluster_dns.unwrap_or_default();
+    }
 }

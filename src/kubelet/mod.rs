@@ -6,6 +6,7 @@
 //! the book).
 
 pub mod config;
+pub mod dns;
 pub mod env;
 pub mod events;
 pub mod node;
@@ -308,6 +309,15 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
             cri,
             root: args.root_dir.clone(),
             host_ip: ip,
+            dns: dns::Settings {
+                cluster_dns: args.cluster_dns.clone(),
+                cluster_domain: args.cluster_domain.clone().unwrap_or_default(),
+                host: dns::Resolv::load(
+                    args.resolv_conf
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("/etc/resolv.conf")),
+                ),
+            },
         }),
         api: HashMap::new(),
         mirrors: HashMap::new(),

@@ -1,8 +1,8 @@
 //! From a Pod to CRI requests: the sandbox and container configs, the labels that let a
 //! restarted kubelet find its containers again, and the container spec hash. Mirrors
 //! upstream's `kuberuntime_sandbox.go`, `kuberuntime_container.go` and `labels.go` (the
-//! `io.kubernetes.*` label and annotation names are upstream's); leaves out volumes, security
-//! contexts, resources and DNS.
+//! `io.kubernetes.*` label and annotation names are upstream's; the sandbox's DNS config comes
+//! from `kubelet::dns`); leaves out volumes, security contexts and resources.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,8 +93,14 @@ pub fn container_hash(c: &Container) -> String {
     d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `RunPodSandbox`'s config: the pause container with the pod's hostname, labels and ports.
-pub fn sandbox_config(pod: &Pod, attempt: u32, root: &Path) -> cri::PodSandboxConfig {
+/// `RunPodSandbox`'s config: the pause container with the pod's hostname, labels, ports and
+/// resolv.conf.
+pub fn sandbox_config(
+    pod: &Pod,
+    attempt: u32,
+    root: &Path,
+    dns: &super::dns::Settings,
+) -> cri::PodSandboxConfig {
     let r = PodRef::of(pod);
     let host = host_network(pod);
     let namespace_options = cri::NamespaceOption {
@@ -141,6 +147,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, root: &Path) -> cri::PodSandboxCo
                 .unwrap_or_else(|| r.name.clone())
         },
         log_directory: r.log_dir(root).display().to_string(),
+        dns_config: Some(super::dns::pod_dns(pod, dns)),
         port_mappings,
         labels: r.labels(),
         annotations: pod
@@ -227,7 +234,7 @@ mod tests {
             "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
             "spec": {"hostNetwork": true, "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
         }));
-        let c = sandbox_config(&p, 0, Path::new("/r"));
+        let c = sandbox_config(&p, 0, Path::new("/r"), &Default::default());
         assert_eq!(c.hostname, "");
         assert_eq!(c.port_mappings[0].host_port, 8080);
         assert_eq!(c.labels[POD_UID], "u");

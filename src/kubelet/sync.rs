@@ -43,6 +43,7 @@ pub struct PodRuntime {
     pod_ip: String,
     host_ip: String,
     root: PathBuf,
+    dns: super::dns::Settings,
     backoff: HashMap<String, Backoff>,
     waiting: HashMap<String, (String, String)>,
     /// Probe history per (container id, "liveness" | "readiness").
@@ -69,7 +70,12 @@ fn mkdir(path: &Path) -> Result<(), Error> {
 }
 
 impl PodRuntime {
-    pub fn new(cri: Cri, client: kube::Client, root: &Path) -> PodRuntime {
+    pub fn new(
+        cri: Cri,
+        client: kube::Client,
+        root: &Path,
+        dns: super::dns::Settings,
+    ) -> PodRuntime {
         PodRuntime {
             cri,
             client,
@@ -78,6 +84,7 @@ impl PodRuntime {
             host_ip: String::new(),
             events: Vec::new(),
             root: root.to_path_buf(),
+            dns,
             backoff: HashMap::new(),
             waiting: HashMap::new(),
             probes: HashMap::new(),
@@ -221,7 +228,7 @@ impl PodRuntime {
                     self.remove_sandbox(&r, &s.id, 0, None).await?;
                 }
                 let attempt = sandboxes.len() as u32;
-                let config = spec::sandbox_config(pod, attempt, &self.root);
+                let config = spec::sandbox_config(pod, attempt, &self.root, &self.dns);
                 let id = self
                     .cri
                     .run_pod_sandbox(config)
@@ -231,7 +238,7 @@ impl PodRuntime {
                 (id, attempt)
             }
         };
-        let config = spec::sandbox_config(pod, attempt, &self.root);
+        let config = spec::sandbox_config(pod, attempt, &self.root, &self.dns);
         self.host_ip = host_ip.to_string();
         self.pod_ip = self.pod_ip(pod, &sandbox, host_ip).await?;
         let pod_spec = pod.spec.clone().unwrap_or_default();

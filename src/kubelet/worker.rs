@@ -36,6 +36,8 @@ pub struct Shared {
     pub cri: Option<Cri>,
     pub root: PathBuf,
     pub host_ip: String,
+    /// What pods' resolv.conf is made from.
+    pub dns: super::dns::Settings,
 }
 
 /// Where a pod came from: the API (deleted through the API) or a manifest file (its mirror
@@ -85,7 +87,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
     let mut runtime = shared
         .cri
         .clone()
-        .map(|c| PodRuntime::new(c, shared.client.clone(), &shared.root));
+        .map(|c| PodRuntime::new(c, shared.client.clone(), &shared.root, shared.dns.clone()));
     let mut written: Option<serde_json::Value> = None;
     let mut last: Option<Box<Pod>> = None;
     loop {
