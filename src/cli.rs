@@ -20,6 +20,7 @@ pub const COMPONENT_LINKS: &[(&str, &str)] = &[
     ("kubelet", "kubelet"),
     ("kube-proxy", "proxy"),
     ("klab-store", "store"),
+    ("coredns", "dns"),
 ];
 
 /// Rewrites argv for a multi-call start: `kube-apiserver ARGS` becomes `klab apiserver ARGS`.
@@ -70,6 +71,8 @@ pub enum Command {
     Kubelet(Box<KubeletArgs>),
     /// Run kube-proxy: Services and EndpointSlices programmed into iptables (also started as `kube-proxy`)
     Proxy(Box<ProxyArgs>),
+    /// Run cluster DNS, a small CoreDNS: Services as DNS names, the rest forwarded (also started as `coredns`)
+    Dns(Box<DnsArgs>),
     /// Run kube-scheduler, which binds pending pods to nodes (also started as `kube-scheduler`)
     Scheduler(Box<SchedulerArgs>),
     /// Run kube-controller-manager, the control loops (also started as `kube-controller-manager`)
@@ -439,6 +442,57 @@ pub struct ProxyArgs {
 pub enum ProxyCommand {
     /// Print the iptables-restore input kube-proxy would program, from the API's Services and EndpointSlices (no root needed)
     Rules,
+}
+
+/// Cluster DNS's flags: the settings of kubeadm's CoreDNS Corefile, as flags. They are global,
+/// so `klab dns records --kubeconfig …` takes them too.
+#[derive(Debug, Clone, Args)]
+pub struct DnsArgs {
+    #[command(subcommand)]
+    pub command: Option<DnsCommand>,
+    /// Path to a kubeconfig file with the API server and credentials (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
+    #[arg(long, value_name = "PATH", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where to answer DNS, on UDP and TCP (Corefile: `.:53`)
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:53", global = true)]
+    pub listen: String,
+    /// The cluster domain answered from Services and EndpointSlices (Corefile: `kubernetes cluster.local`)
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        default_value = "cluster.local",
+        global = true
+    )]
+    pub cluster_domain: String,
+    /// Servers other names are forwarded to, IP or IP:PORT, comma-separated (Corefile: `forward .`; default: the nameservers of --resolv-conf)
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', global = true)]
+    pub upstream: Vec<String>,
+    /// The resolv.conf whose nameservers are the upstreams when --upstream is not given
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/resolv.conf",
+        global = true
+    )]
+    pub resolv_conf: PathBuf,
+    /// The TTL of the cluster's records, in seconds (Corefile: `ttl` in the kubernetes block)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, global = true)]
+    pub ttl: u32,
+    /// Address of the liveness endpoint /health; empty disables it (Corefile: `health`)
+    #[arg(long, value_name = "ADDR", default_value = ":8080", global = true)]
+    pub health: String,
+    /// Address of the readiness endpoint /ready; empty disables it (Corefile: `ready`)
+    #[arg(long, value_name = "ADDR", default_value = ":8181", global = true)]
+    pub ready: String,
+    /// Address of the Prometheus endpoint /metrics; empty disables it (Corefile: `prometheus`)
+    #[arg(long, value_name = "ADDR", default_value = ":9153", global = true)]
+    pub prometheus: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DnsCommand {
+    /// Print every record the server would answer for the cluster domain, from the API's Services and EndpointSlices
+    Records,
 }
 
 /// Flags every control-plane component shares, with upstream's names and defaults.

@@ -22,6 +22,8 @@
 //!   etcd (or klab-store) through the etcd v3 API; authentication, RBAC, watch, discovery.
 //! - [`proxy`]: kube-proxy: Services and EndpointSlices turned into iptables rules (a pure
 //!   function, `proxy::rules`) and applied atomically with iptables-restore.
+//! - [`dns`]: cluster DNS, a small CoreDNS: the cluster domain's records as a pure function of
+//!   Services and EndpointSlices (`dns::records`), answered over UDP and TCP, the rest forwarded.
 //! - [`scheduler`]: kube-scheduler: the queue, the filter and score plugins (pure), binding.
 //! - [`controllers`]: kube-controller-manager: the watch loop ([`controllers::runner`]) and one
 //!   file per controller (deployment, replicaset, garbage collector, node lifecycle, …).
@@ -39,6 +41,7 @@ pub mod client;
 pub mod cloud;
 pub mod component;
 pub mod controllers;
+pub mod dns;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
@@ -81,6 +84,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(tools::bench::proxy::run(args, &mut out)?)
         }
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
+        cli::Command::Dns(args) => Ok(dns::run(*args, &mut out)?),
         cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
             tools::bench::scheduler::run(args, &mut out)
         }
