@@ -9,6 +9,7 @@ mod book;
 mod certs;
 mod cluster_info;
 mod controllers;
+mod dns;
 mod kubelet;
 mod probe;
 mod proxy;

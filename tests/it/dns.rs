@@ -1,0 +1,386 @@
+//! Cluster DNS: the records as a pure function of Services and EndpointSlices (the listing
+//! the book shows), and `klab dns` as a real process on a real API server, filled through
+//! real kubectl and asked with real `dig` over UDP and TCP, forwarding to a second `klab dns`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use klab::dns::records::Zone;
+use serde_json::json;
+
+use crate::apiserver::harness::{Backend, Cluster, Proc, ok};
+use crate::snap;
+
+/// A Service `ns/name` (or `name` in default).
+fn service(name: &str, spec: serde_json::Value) -> Service {
+    let (ns, name) = name.split_once('/').unwrap_or(("default", name));
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+        .unwrap()
+}
+
+fn slice(svc: &str, endpoints: serde_json::Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{svc}-abcde"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn records_listing() {
+    let zone = Zone::build(
+        &[
+            service(
+                "echo",
+                json!({"clusterIP": "10.96.0.20",
+                       "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                 {"port": 9000, "protocol": "TCP"}]}),
+            ),
+            service(
+                "kube-system/kube-dns",
+                json!({"clusterIP": "10.96.0.10",
+                       "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                 {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}),
+            ),
+            service(
+                "db",
+                json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}),
+            ),
+            service(
+                "search",
+                json!({"type": "ExternalName", "externalName": "search.example.com"}),
+            ),
+        ],
+        &[slice(
+            "db",
+            json!([
+                {"addresses": ["10.244.0.7"], "hostname": "db-0", "conditions": {"ready": true}},
+                {"addresses": ["10.244.0.8"], "hostname": "db-1", "conditions": {"ready": true}},
+                {"addresses": ["10.244.0.9"], "hostname": "db-2", "conditions": {"ready": false}},
+            ]),
+        )],
+        "cluster.local",
+        30,
+        1764547200,
+    );
+    snap!("dns_records", zone.listing());
+}
+
+const OBJECTS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: pg, port: 5432, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-abcde
+  namespace: default
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports: [{name: pg, port: 5432, protocol: TCP}]
+endpoints:
+- addresses: [10.244.0.7]
+  hostname: db-0
+  conditions: {ready: true}
+- addresses: [10.244.0.8]
+  conditions: {ready: true}
+- addresses: [10.244.0.9]
+  conditions: {ready: false}
+";
+
+/// `klab dns` on free loopback ports, killed when dropped.
+struct Dns {
+    port: u16,
+    health: u16,
+    ready: u16,
+    metrics: u16,
+    log: std::path::PathBuf,
+    _proc: Proc,
+}
+
+impl Dns {
+    fn start(cluster: &Cluster, name: &str, domain: &str, upstream: &str) -> Dns {
+        let (port, health, ready, metrics) = (
+            crate::free_port(),
+            crate::free_port(),
+            crate::free_port(),
+            crate::free_port(),
+        );
+        let log = cluster.dir.path().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_klab"))
+            .args(["dns", "--kubeconfig"])
+            .arg(&cluster.kubeconfig)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--cluster-domain={domain}"))
+            .arg(format!("--upstream={upstream}"))
+            .arg(format!("--health=127.0.0.1:{health}"))
+            .arg(format!("--ready=127.0.0.1:{ready}"))
+            .arg(format!("--prometheus=127.0.0.1:{metrics}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let dns = Dns {
+            port,
+            health,
+            ready,
+            metrics,
+            log,
+            _proc: Proc(child),
+        };
+        wait_for(
+            &format!("{name} /ready"),
+            || http_get(dns.ready, "/ready").0 == 200,
+            &dns.log,
+        );
+        dns
+    }
+
+    /// `dig @127.0.0.1 -p PORT ARGS`, stdout.
+    fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .arg("@127.0.0.1")
+            .args(["-p", &self.port.to_string()])
+            .args(["+time=5", "+tries=1"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The answer section's data, one per line, as `dig +short` prints it.
+    fn short(&self, name: &str, qtype: &str) -> Vec<String> {
+        self.dig(&["+short", name, qtype])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {what}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dig_asks_klab_dns_about_services_from_kubectl() {
+    let Some(kubectl) = crate::require("kubectl") else {
+        return;
+    };
+    if crate::require("dig").is_none() {
+        return;
+    }
+    let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let manifest = cluster.dir.path().join("objects.yaml");
+    std::fs::write(&manifest, OBJECTS).unwrap();
+    ok(cluster.kubectl_with(&kubectl, &["create", "-f", &manifest.display().to_string()]));
+
+    // The upstream of the cluster's DNS is a second klab dns answering for another domain,
+    // whose own upstream is a port where nothing listens.
+    let dead = format!("127.0.0.1:{}", crate::free_port());
+    let other = Dns::start(&cluster, "other", "other.test", &dead);
+    let dns = Dns::start(
+        &cluster,
+        "cluster",
+        "cluster.local",
+        &format!("127.0.0.1:{}", other.port),
+    );
+
+    // A ClusterIP Service: its cluster IP, over UDP and over TCP.
+    assert_eq!(
+        dns.short("echo.default.svc.cluster.local", "A"),
+        ["10.96.0.20"]
+    );
+    assert_eq!(
+        dns.short("echo.default.svc.cluster.local", "A"),
+        dns.dig(&["+tcp", "+short", "echo.default.svc.cluster.local", "A"])
+            .lines()
+            .collect::<Vec<_>>()
+    );
+    let full = dns.dig(&["+tcp", "echo.default.svc.cluster.local", "A"]);
+    assert!(full.contains("status: NOERROR"), "{full}");
+    assert!(full.contains(" aa "), "authoritative: {full}");
+
+    // A headless Service: one A record per ready endpoint, and each endpoint by name.
+    assert_eq!(
+        dns.short("db.default.svc.cluster.local", "A"),
+        ["10.244.0.7", "10.244.0.8"]
+    );
+    assert_eq!(
+        dns.short("db-0.db.default.svc.cluster.local", "A"),
+        ["10.244.0.7"]
+    );
+
+    // SRV for the named port, with the targets' addresses in the additional section.
+    let srv = dns.dig(&[
+        "+noall",
+        "+answer",
+        "+additional",
+        "_pg._tcp.db.default.svc.cluster.local",
+        "SRV",
+    ]);
+    snap!("dns_dig_srv", srv);
+    assert_eq!(
+        dns.short("_http._tcp.echo.default.svc.cluster.local", "SRV"),
+        ["0 100 80 echo.default.svc.cluster.local."]
+    );
+
+    // An unknown name in the cluster domain: NXDOMAIN with the zone's SOA.
+    let nx = dns.dig(&["nope.default.svc.cluster.local", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    assert!(
+        nx.contains("IN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local."),
+        "{nx}"
+    );
+
+    // Pods by address, as `pods insecure`.
+    assert_eq!(
+        dns.short("10-244-0-99.default.pod.cluster.local", "A"),
+        ["10.244.0.99"]
+    );
+
+    // Other names are forwarded: the second server answers for its own domain, over UDP
+    // and TCP, and says SERVFAIL for what its dead upstream cannot answer.
+    assert_eq!(
+        dns.short("echo.default.svc.other.test", "A"),
+        ["10.96.0.20"]
+    );
+    assert_eq!(
+        dns.dig(&["+tcp", "+short", "echo.default.svc.other.test", "A"])
+            .trim(),
+        "10.96.0.20"
+    );
+    let failed = dns.dig(&["example.com", "A"]);
+    assert!(failed.contains("status: SERVFAIL"), "{failed}");
+
+    // The watch brings changes: an endpoint becomes ready, a Service goes away.
+    ok(cluster.kubectl_with(
+        &kubectl,
+        &[
+            "patch",
+            "endpointslice",
+            "db-abcde",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/endpoints/2/conditions/ready", "value": true}]"#,
+        ],
+    ));
+    wait_for(
+        "the third endpoint in the headless answer",
+        || dns.short("db.default.svc.cluster.local", "A").len() == 3,
+        &dns.log,
+    );
+    ok(cluster.kubectl_with(&kubectl, &["delete", "service", "echo"]));
+    wait_for(
+        "NXDOMAIN for the deleted Service",
+        || {
+            dns.dig(&["echo.default.svc.cluster.local", "A"])
+                .contains("status: NXDOMAIN")
+        },
+        &dns.log,
+    );
+
+    // What a learner sees without dig.
+    let out = crate::klab()
+        .args(["dns", "records", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("_pg._tcp.db.default.svc.cluster.local.")
+            && listing.contains("SRV 0 33 5432 db-0.db.default.svc.cluster.local."),
+        "{listing}"
+    );
+
+    // CoreDNS's health, readiness and metrics endpoints.
+    assert_eq!(http_get(dns.health, "/health"), (200, "OK".into()));
+    let (code, metrics) = http_get(dns.metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("coredns_dns_requests_total{"), "{metrics}");
+    assert!(metrics.contains("rcode=\"NXDOMAIN\""), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "coredns_forward_requests_total{{to=\"127.0.0.1:{}\"}}",
+            other.port
+        )),
+        "{metrics}"
+    );
+    let (code, _) = http_get(other.health, "/health");
+    assert_eq!(code, 200);
+    let _ = other.metrics;
+}
+
+#[test]
+fn bad_flags_are_refused_clearly() {
+    let out = crate::klab()
+        .args(["dns", "--listen", "localhost", "--upstream", "10.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--listen=localhost"), "{err}");
+    let out = crate::klab()
+        .args([
+            "dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "dns.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--upstream=dns.example"), "{err}");
+}
