@@ -384,3 +384,173 @@ fn bad_flags_are_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--upstream=dns.example"), "{err}");
 }
+
+/// The kubelet test's pod CIDR: the host has one `cni0` bridge, with one address, the
+/// gateway `.1` that pods route through.
+const POD_CIDR: &str = "10.88.77.0/24";
+const GATEWAY: &str = "10.88.77.1";
+const NODE: &str = "dns-node";
+
+const LOOKUP_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: lookup, namespace: default}
+spec:
+  nodeName: dns-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "cat /etc/resolv.conf; until nslookup echo.default.svc.cluster.local; do sleep 1; done; echo RESOLVED; sleep 3600"]
+"#;
+
+/// The pod's log as the kubelet's server gives it.
+fn pod_log(cluster: &Cluster, port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-sSk", "--fail", "--cert", &cluster.path("admin.crt")])
+        .args(["--key", &cluster.path("admin.key")])
+        .arg(format!(
+            "https://127.0.0.1:{port}/containerLogs/default/lookup/c"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The whole path on real containerd: the kubelet writes the pod's resolv.conf (ClusterFirst)
+/// pointing at the DNS server, and busybox's nslookup inside the pod gets the Service's IP
+/// from `klab dns`, listening on the pod network's gateway.
+#[test]
+fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
+    use klab::runtime::containerd::{Config, Containerd};
+    use klab::runtime::{cni, images};
+    for program in [
+        "containerd",
+        "runc",
+        "ctr",
+        "busybox",
+        "iptables",
+        "kubectl",
+        "curl",
+    ] {
+        if crate::require(program).is_none() {
+            return;
+        }
+    }
+    if !std::path::Path::new(cni::DEBIAN_PLUGIN_DIR)
+        .join("bridge")
+        .exists()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CNI plugins missing: .ci/run installs them"
+        );
+        eprintln!("skipping: containernetworking-plugins not installed");
+        return;
+    }
+    let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
+        return;
+    };
+    let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = cluster.dir.path().to_path_buf();
+    let cni_conf = dir.join("cni");
+    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
+    let containerd = Containerd::start(Config {
+        dir: dir.join("containerd"),
+        sandbox_image: images::PAUSE.into(),
+        cni_conf_dir: cni_conf,
+        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
+    })
+    .unwrap();
+    images::preload(&containerd.config.socket(), &dir).unwrap();
+    let socket = containerd.config.socket();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pod_scenario(&cluster, &socket)
+    }));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        if let Ok(mut cri) = klab::runtime::cri::Cri::connect(&socket).await {
+            for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
+                let _ = cri.stop_pod_sandbox(&s.id).await;
+                let _ = cri.remove_pod_sandbox(&s.id).await;
+            }
+        }
+    });
+    drop(containerd);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn pod_scenario(cluster: &Cluster, socket: &std::path::Path) {
+    let kubectl = std::path::Path::new("kubectl");
+    let root = cluster.dir.path().join("kubelet");
+    let log = cluster.dir.path().join("kubelet.log");
+    let port = crate::free_port();
+    let _kubelet = Proc(
+        Command::new(env!("CARGO_BIN_EXE_klab"))
+            .arg("kubelet")
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+            .arg(format!("--hostname-override={NODE}"))
+            .arg("--node-ip=127.0.0.1")
+            .arg(format!("--root-dir={}", root.display()))
+            .arg(format!("--port={port}"))
+            .arg("--address=127.0.0.1")
+            .arg(format!("--client-ca-file={}", cluster.path("ca.crt")))
+            .arg(format!(
+                "--container-runtime-endpoint=unix://{}",
+                socket.display()
+            ))
+            .arg(format!("--cluster-dns={GATEWAY}"))
+            .arg("--cluster-domain=cluster.local")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let manifest = cluster.dir.path().join("objects.yaml");
+    std::fs::write(&manifest, OBJECTS).unwrap();
+    ok(cluster.kubectl_with(kubectl, &["create", "-f", &manifest.display().to_string()]));
+    let pod = cluster.dir.path().join("lookup.yaml");
+    std::fs::write(&pod, LOOKUP_POD).unwrap();
+    ok(cluster.kubectl_with(kubectl, &["create", "-f", &pod.display().to_string()]));
+
+    // The pod starts before any DNS server exists and keeps asking; its first line is the
+    // resolv.conf the kubelet had the runtime write.
+    wait_for(
+        "the lookup pod's resolv.conf in its log",
+        || pod_log(cluster, port).contains("ndots"),
+        &log,
+    );
+    let first = pod_log(cluster, port);
+    assert!(first.contains(&format!("nameserver {GATEWAY}")), "{first}");
+    assert!(
+        first.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{first}"
+    );
+    assert!(first.contains("options ndots:5"), "{first}");
+
+    // Now the bridge has its gateway address: the DNS server listens there, on port 53.
+    let dns_log = cluster.dir.path().join("dns.log");
+    let ready = crate::free_port();
+    let _dns = Proc(
+        Command::new(env!("CARGO_BIN_EXE_klab"))
+            .args(["dns", "--kubeconfig"])
+            .arg(&cluster.kubeconfig)
+            .arg(format!("--listen={GATEWAY}:53"))
+            .arg(format!("--upstream=127.0.0.1:{}", crate::free_port()))
+            .arg("--health=")
+            .arg("--prometheus=")
+            .arg(format!("--ready=127.0.0.1:{ready}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&dns_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the pod's nslookup answered by klab dns",
+        || pod_log(cluster, port).contains("RESOLVED"),
+        &dns_log,
+    );
+    let out = pod_log(cluster, port);
+    assert!(out.contains("10.96.0.20"), "{out}");
+}
