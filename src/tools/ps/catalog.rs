@@ -149,7 +149,7 @@ pub static COMPONENTS: &[Component] = &[
     },
     Component {
         name: "coredns",
-        aliases: &[],
+        aliases: &["dns"],
         plane: Plane::Addon,
         role: "The cluster's DNS server: answers names like my-svc.my-ns.svc.cluster.local with Service IPs.",
         config_flag: Some("conf"),
@@ -1227,6 +1227,20 @@ static KUBELET_FLAGS: &[Flag] = &[
         security: Some("without it callers cannot authenticate with certificates"),
     },
     Flag {
+        name: "cluster-dns",
+        boolean: false,
+        default: None,
+        meaning: "The cluster DNS Service's IPs (the kube-dns Service, 10.96.0.10 on kubeadm and klab): what pods with dnsPolicy ClusterFirst get as nameserver in their resolv.conf.",
+        security: None,
+    },
+    Flag {
+        name: "cluster-domain",
+        boolean: false,
+        default: None,
+        meaning: "The cluster's DNS domain (cluster.local): pods' search path becomes <ns>.svc.<domain> svc.<domain> <domain>.",
+        security: None,
+    },
+    Flag {
         name: "config",
         boolean: false,
         default: None,
@@ -1338,6 +1352,13 @@ static KUBELET_FLAGS: &[Flag] = &[
         boolean: true,
         default: Some("true"),
         meaning: "Registers the node with the API server when the kubelet starts.",
+        security: None,
+    },
+    Flag {
+        name: "resolv-conf",
+        boolean: false,
+        default: Some("/etc/resolv.conf"),
+        meaning: "The node's resolver config: what pods with dnsPolicy Default get, and the tail of ClusterFirst's search path.",
         security: None,
     },
     Flag {
@@ -1552,6 +1573,13 @@ static RUNC_FLAGS: &[Flag] = &[
 
 static COREDNS_FLAGS: &[Flag] = &[
     Flag {
+        name: "cluster-domain",
+        boolean: false,
+        default: Some("cluster.local"),
+        meaning: "klab dns: the domain answered from Services and EndpointSlices (the Corefile's `kubernetes cluster.local`).",
+        security: None,
+    },
+    Flag {
         name: "conf",
         boolean: false,
         default: Some("Corefile"),
@@ -1563,6 +1591,62 @@ static COREDNS_FLAGS: &[Flag] = &[
         boolean: false,
         default: Some("53"),
         meaning: "Port to serve DNS on when the Corefile does not say.",
+        security: None,
+    },
+    Flag {
+        name: "health",
+        boolean: false,
+        default: Some(":8080"),
+        meaning: "klab dns: where /health answers (the Corefile's `health`).",
+        security: None,
+    },
+    Flag {
+        name: "kubeconfig",
+        boolean: false,
+        default: None,
+        meaning: "klab dns: the API server and credentials; without it, the in-cluster service account.",
+        security: None,
+    },
+    Flag {
+        name: "listen",
+        boolean: false,
+        default: Some("0.0.0.0:53"),
+        meaning: "klab dns: where DNS is answered, on UDP and TCP (the Corefile's `.:53`).",
+        security: None,
+    },
+    Flag {
+        name: "prometheus",
+        boolean: false,
+        default: Some(":9153"),
+        meaning: "klab dns: where /metrics answers (the Corefile's `prometheus`).",
+        security: None,
+    },
+    Flag {
+        name: "ready",
+        boolean: false,
+        default: Some(":8181"),
+        meaning: "klab dns: where /ready answers, 200 once the watches have listed (the Corefile's `ready`).",
+        security: None,
+    },
+    Flag {
+        name: "resolv-conf",
+        boolean: false,
+        default: Some("/etc/resolv.conf"),
+        meaning: "klab dns: whose nameservers are the upstreams when --upstream is not given.",
+        security: None,
+    },
+    Flag {
+        name: "ttl",
+        boolean: false,
+        default: Some("30"),
+        meaning: "klab dns: the TTL of the cluster's records (the Corefile's `ttl`).",
+        security: None,
+    },
+    Flag {
+        name: "upstream",
+        boolean: false,
+        default: None,
+        meaning: "klab dns: where other names are forwarded (the Corefile's `forward .`).",
         security: None,
     },
 ];
