@@ -115,6 +115,14 @@ fn upstreams(args: &DnsArgs) -> Result<Vec<SocketAddr>, DnsError> {
     Ok(resolv_conf_nameservers(&text))
 }
 
+/// Whether forwarding to `upstream` would reach this server itself (the shortest loop that
+/// CoreDNS's `loop` plugin catches).
+pub fn is_self(upstream: &SocketAddr, listen: &SocketAddr) -> bool {
+    upstream.port() == listen.port()
+        && (upstream.ip() == listen.ip()
+            || (listen.ip().is_unspecified() && upstream.ip().is_loopback()))
+}
+
 async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, DnsError> {
     match kubeconfig {
         Some(path) => crate::client::from_kubeconfig(path)
@@ -210,7 +218,14 @@ async fn bind_http(
 
 async fn serve(args: &DnsArgs) -> Result<(), DnsError> {
     let listen = listen_addr("--listen", &args.listen)?;
-    let upstreams = upstreams(args)?;
+    let mut upstreams = upstreams(args)?;
+    upstreams.retain(|u| {
+        let me = is_self(u, &listen);
+        if me {
+            eprintln!("coredns: not forwarding to {u}: that is this server (a loop)");
+        }
+        !me
+    });
     if upstreams.is_empty() {
         eprintln!(
             "coredns: no upstream (no --upstream, no nameserver in {}): names outside {} get SERVFAIL",
@@ -312,5 +327,37 @@ async fn serve(args: &DnsArgs) -> Result<(), DnsError> {
             _ = changed.notified() => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_as_coredns_writes_them() {
+        assert_eq!(
+            listen_addr("--health", ":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert!(listen_addr("--listen", "localhost").is_err());
+        assert_eq!(
+            upstream_addr("10.0.0.2"),
+            Some("10.0.0.2:53".parse().unwrap())
+        );
+        assert_eq!(
+            resolv_conf_nameservers("search x\nnameserver 192.168.1.1\nnameserver ::1\n"),
+            [
+                "192.168.1.1:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        let any: SocketAddr = "0.0.0.0:53".parse().unwrap();
+        assert!(is_self(&"127.0.0.1:53".parse().unwrap(), &any));
+        assert!(!is_self(&"127.0.0.1:5353".parse().unwrap(), &any));
+        assert!(!is_self(
+            &"10.0.0.2:53".parse().unwrap(),
+            &"10.0.0.1:53".parse().unwrap()
+        ));
     }
 }

@@ -5,8 +5,10 @@
 //! which implements the Kubernetes DNS specification (kubernetes/dns, `docs/specification.md`):
 //! A/AAAA for a Service's cluster IP, one A per ready endpoint for a headless Service and
 //! per-endpoint names under it, SRV for named ports, CNAME for ExternalName, `a-b-c-d.<ns>.pod`
-//! names, the `dns-version` TXT record, and SOA for the zone. Leaves out PTR (reverse) records,
-//! wildcards, multi-cluster and `endpoint_pod_names`.
+//! names, the `dns-version` TXT record, SOA for the zone, and PTR (reverse) records for the
+//! addresses it knows (the Corefile's `in-addr.arpa ip6.arpa` with `fallthrough`: reverse names
+//! it does not know are forwarded). Leaves out wildcards, multi-cluster and
+//! `endpoint_pod_names`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
@@ -30,6 +32,7 @@ pub enum Data {
     },
     Cname(String),
     Txt(String),
+    Ptr(String),
 }
 
 /// A record: its owner name (lowercase, fully qualified with the trailing dot) and data.
@@ -49,6 +52,7 @@ pub enum Qtype {
     Txt,
     Soa,
     Ns,
+    Ptr,
     Any,
     Other,
 }
@@ -104,6 +108,25 @@ pub fn fqdn(name: &str) -> String {
 /// An IP as a DNS label, as CoreDNS names endpoints without a hostname: `10-244-0-5`.
 pub fn dashed(ip: &IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
+}
+
+/// The reverse-lookup name of an address: `20.0.96.10.in-addr.arpa.`, or the nibbles of an
+/// IPv6 address under `ip6.arpa.`.
+pub fn reverse_name(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::new();
+            for b in v6.octets().iter().rev() {
+                let _ = write!(s, "{:x}.{:x}.", b & 0xf, b >> 4);
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
+    }
 }
 
 fn ready(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
@@ -232,6 +255,27 @@ impl Zone {
                 }
             }
         }
+        // Reverse records: each address points at its most specific name (an endpoint's own
+        // name rather than its headless Service's).
+        let mut by_ip: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        for (name, data) in &names {
+            for d in data {
+                if let Data::Ip(ip) = d {
+                    by_ip.entry(*ip).or_default().insert(name.clone());
+                }
+            }
+        }
+        for (ip, owners) in by_ip {
+            for owner in &owners {
+                let parent_of_another = owners.iter().any(|o| o.ends_with(&format!(".{owner}")));
+                if !parent_of_another {
+                    names
+                        .entry(reverse_name(&ip))
+                        .or_default()
+                        .insert(Data::Ptr(owner.clone()));
+                }
+            }
+        }
         Zone {
             soa: Soa {
                 zone: domain.clone(),
@@ -257,6 +301,12 @@ impl Zone {
     /// The answer to one question: `name` is lowercase and fully qualified.
     pub fn lookup(&self, name: &str, qtype: Qtype) -> Lookup {
         let name = fqdn(name);
+        if name.ends_with(".in-addr.arpa.") || name.ends_with(".ip6.arpa.") {
+            return match self.names.get(&name) {
+                Some(data) => self.filter(&name, data, qtype),
+                None => Lookup::Outside,
+            };
+        }
         if !self.contains(&name) {
             return Lookup::Outside;
         }
@@ -270,6 +320,23 @@ impl Zone {
             return self.filter(&name, &BTreeSet::from([Data::Ip(ip)]), qtype);
         }
         if let Some(data) = self.names.get(&name) {
+            if qtype == Qtype::Srv && !data.iter().any(|d| matches!(d, Data::Srv { .. })) {
+                // SRV for a Service's own name: the records of all its named ports, as CoreDNS.
+                let ports: BTreeSet<Data> = self
+                    .names
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.strip_suffix(&format!(".{name}")).is_some_and(|p| {
+                            let labels: Vec<&str> = p.split('.').collect();
+                            labels.len() == 2 && labels.iter().all(|l| l.starts_with('_'))
+                        })
+                    })
+                    .flat_map(|(_, d)| d.iter().cloned())
+                    .collect();
+                if !ports.is_empty() {
+                    return self.filter(&name, &ports, qtype);
+                }
+            }
             return self.filter(&name, data, qtype);
         }
         // A name with names below it (a namespace, `svc`, `pod`, `_http._tcp.<svc>`) exists
@@ -315,6 +382,7 @@ impl Zone {
                 (Qtype::Aaaa, Data::Ip(IpAddr::V6(_))) => true,
                 (Qtype::Srv, Data::Srv { .. }) => true,
                 (Qtype::Txt, Data::Txt(_)) => true,
+                (Qtype::Ptr, Data::Ptr(_)) => true,
                 // A CNAME answers every type: the resolver follows it.
                 (_, Data::Cname(_)) => true,
                 _ => false,
@@ -384,6 +452,7 @@ impl fmt::Display for Data {
             } => write!(f, "SRV {priority} {weight} {port} {target}"),
             Data::Cname(t) => write!(f, "CNAME {t}"),
             Data::Txt(t) => write!(f, "TXT \"{t}\""),
+            Data::Ptr(t) => write!(f, "PTR {t}"),
         }
     }
 }
@@ -492,6 +561,31 @@ mod tests {
         assert_eq!(
             ips(z.lookup("_http._tcp.echo.default.svc.cluster.local", Qtype::Srv)),
             ["SRV 0 100 80 echo.default.svc.cluster.local."]
+        );
+        assert_eq!(
+            ips(z.lookup("echo.default.svc.cluster.local", Qtype::Srv)),
+            ["SRV 0 100 80 echo.default.svc.cluster.local."]
+        );
+    }
+
+    #[test]
+    fn reverse_names_point_at_the_most_specific_name() {
+        let z = zone();
+        assert_eq!(
+            ips(z.lookup("20.0.96.10.in-addr.arpa", Qtype::Ptr)),
+            ["PTR echo.default.svc.cluster.local."]
+        );
+        assert_eq!(
+            ips(z.lookup("5.0.244.10.in-addr.arpa", Qtype::Ptr)),
+            ["PTR db-0.db.default.svc.cluster.local."]
+        );
+        assert_eq!(
+            z.lookup("1.1.168.192.in-addr.arpa", Qtype::Ptr),
+            Lookup::Outside
+        );
+        assert_eq!(
+            reverse_name(&"fd00::1".parse().unwrap()),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa."
         );
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -88,6 +88,7 @@ fn qtype(t: RecordType) -> Qtype {
         RecordType::TXT => Qtype::Txt,
         RecordType::SOA => Qtype::Soa,
         RecordType::NS => Qtype::Ns,
+        RecordType::PTR => Qtype::Ptr,
         RecordType::ANY => Qtype::Any,
         _ => Qtype::Other,
     }
@@ -110,6 +111,7 @@ fn record(rec: &Rec, ttl: u32) -> Option<Record> {
         } => RData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
         Data::Cname(t) => RData::CNAME(CNAME(name(t)?)),
         Data::Txt(t) => RData::TXT(TXT::new(vec![t.clone()])),
+        Data::Ptr(t) => RData::PTR(PTR(name(t)?)),
     };
     Some(Record::from_rdata(owner, ttl, data))
 }
@@ -176,18 +178,17 @@ pub async fn handle(state: &State, query: &[u8], proto: Proto) -> Option<Vec<u8>
         response(&req, ResponseCode::FormErr)
     } else {
         let q = &req.queries[0];
-        let qname = q.name().to_ascii().to_ascii_lowercase();
-        match state.zone() {
-            Some(zone) if zone.contains(&super::records::fqdn(&qname)) => {
-                if state.is_ready() {
-                    authoritative(&req, &zone, &qname, qtype(q.query_type()))
-                } else {
-                    // The watches have not listed yet: say so rather than NXDOMAIN.
-                    response(&req, ResponseCode::ServFail)
-                }
-            }
-            _ => {
-                return Some(forward(state, &req, query, proto).await);
+        let qname = super::records::fqdn(&q.name().to_ascii());
+        let Some(zone) = state.zone() else {
+            return Some(forward(state, &req, query, proto).await);
+        };
+        if zone.contains(&qname) && !state.is_ready() {
+            // The watches have not listed yet: say so rather than NXDOMAIN.
+            response(&req, ResponseCode::ServFail)
+        } else {
+            match zone.lookup(&qname, qtype(q.query_type())) {
+                Lookup::Outside => return Some(forward(state, &req, query, proto).await),
+                lookup => authoritative(&req, &zone, lookup),
             }
         }
     };
@@ -195,8 +196,7 @@ pub async fn handle(state: &State, query: &[u8], proto: Proto) -> Option<Vec<u8>
     encode(resp, &req, proto)
 }
 
-fn authoritative(req: &Message, zone: &Zone, qname: &str, qt: Qtype) -> Message {
-    let lookup = zone.lookup(qname, qt);
+fn authoritative(req: &Message, zone: &Zone, lookup: Lookup) -> Message {
     let code = if lookup == Lookup::NxDomain {
         ResponseCode::NXDomain
     } else {

@@ -278,6 +278,16 @@ fn dig_asks_klab_dns_about_services_from_kubectl() {
         "{nx}"
     );
 
+    // Reverse lookups for the addresses the cluster knows.
+    assert_eq!(
+        dns.dig(&["+short", "-x", "10.96.0.20"]).trim(),
+        "echo.default.svc.cluster.local."
+    );
+    assert_eq!(
+        dns.dig(&["+short", "-x", "10.244.0.7"]).trim(),
+        "db-0.db.default.svc.cluster.local."
+    );
+
     // Pods by address, as `pods insecure`.
     assert_eq!(
         dns.short("10-244-0-99.default.pod.cluster.local", "A"),
