@@ -233,6 +233,8 @@ async fn serve(args: &DnsArgs) -> Result<(), DnsError> {
             args.cluster_domain
         );
     }
+    // A kubeconfig that cannot be read fails here, before anything listens.
+    let client = client(args.kubeconfig.as_deref()).await?;
     let empty = Zone::build(&[], &[], &args.cluster_domain, args.ttl, now_serial());
     let state = Arc::new(State::new(
         empty,
@@ -276,7 +278,6 @@ async fn serve(args: &DnsArgs) -> Result<(), DnsError> {
             .join(", ")
     );
 
-    let client = client(args.kubeconfig.as_deref()).await?;
     let changed = Arc::new(Notify::new());
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, eps_writer) = reflector::store::<EndpointSlice>();

@@ -393,6 +393,22 @@ fn bad_flags_are_refused_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--upstream=dns.example"), "{err}");
+    // A kubeconfig that cannot be read fails before anything listens.
+    let out = crate::klab()
+        .args([
+            "dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            "/nonexistent",
+        ])
+        .args(["--health=", "--ready=", "--prometheus="])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reading kubeconfig /nonexistent"), "{err}");
+    assert!(!err.contains("serving"), "{err}");
 }
 
 /// The kubelet test's pod CIDR: the host has one `cni0` bridge, with one address, the
