@@ -53,6 +53,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a cluster on this machine, as kubeadm and kind do: PKI, static pods, kubelets
+    Up(UpArgs),
+    /// Delete a cluster `klab up` made: processes, containers, chains, mounts and its folder
+    Down(DownArgs),
+    /// Show a cluster's components and whether they run
+    Status(StatusArgs),
     /// Work with the certificates behind a kubeconfig or a PKI folder
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -79,6 +85,57 @@ pub enum Command {
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `klab up`'s flags.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The cluster's name: nodes are <name>-control-plane, <name>-worker, …
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// Worker nodes besides the control-plane node
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Where the API server keeps its objects: klab-store, or real etcd
+    #[arg(long, value_enum, default_value = "klab")]
+    pub store: crate::cluster::manifests::StoreKind,
+    /// containerd (real pods; needs root) or simulated (no pods run; the control plane runs as host processes)
+    #[arg(long, value_enum, default_value = "containerd")]
+    pub runtime: RuntimeKind,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The API server's port
+    #[arg(long, default_value_t = 6443)]
+    pub api_port: u16,
+    /// Seconds to wait for each step (API server, nodes, add-ons)
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub wait: u64,
+    /// Also merge the cluster's context into ~/.kube/config
+    #[arg(long)]
+    pub merge_kubeconfig: bool,
+}
+
+/// `klab down`'s flags.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The cluster's name
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `klab status`'s flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster's name
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Machine-readable output, as kubectl's `-o`.

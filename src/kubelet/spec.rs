@@ -2,7 +2,7 @@
 //! restarted kubelet find its containers again, and the container spec hash. Mirrors
 //! upstream's `kuberuntime_sandbox.go`, `kuberuntime_container.go` and `labels.go` (the
 //! `io.kubernetes.*` label and annotation names are upstream's); leaves out volumes, security
-//! contexts, resources and DNS.
+//! contexts (but `privileged`), resources and DNS.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, root: &Path) -> cri::PodSandboxCo
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options),
+                privileged: any_privileged(pod),
                 ..Default::default()
             }),
             ..Default::default()
@@ -198,9 +199,34 @@ pub fn container_config(
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: privileged(c).then(|| cri::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// `securityContext.privileged` (kube-proxy needs it to program iptables).
+pub fn privileged(c: &Container) -> bool {
+    c.security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false)
+}
+
+fn any_privileged(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .any(privileged)
 }
 
 #[cfg(test)]
