@@ -649,6 +649,20 @@ pub enum BenchCommand {
     Proxy(BenchProxyArgs),
     /// Pods per second that kube-scheduler binds on simulated nodes (Node objects only)
     Scheduler(BenchSchedulerArgs),
+    /// Time from `klab up` to a Ready node and a first pod Running, and every component's RSS
+    Up(BenchUpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUpArgs {
+    /// Measure only this runtime (default: containerd when root and installed, and simulated)
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Clusters to create per runtime (medians are reported)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

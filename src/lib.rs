@@ -87,6 +87,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(tools::bench::proxy::run(args, &mut out)?)
         }
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
+        cli::Command::Bench(cli::BenchCommand::Up(args)) => tools::bench::up::run(args, &mut out),
         cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
             tools::bench::scheduler::run(args, &mut out)
         }

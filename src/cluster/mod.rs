@@ -637,6 +637,11 @@ fn start_containerd(layout: &Layout, exe: &Path) -> Result<Daemon, ClusterError>
         cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
     };
     cni::write_conflist(&config.cni_conf_dir, "10.244.0.0/24")?;
+    // A cni0 bridge left by an earlier runtime keeps its old address and the bridge plugin
+    // refuses to re-address it: start from none (one klab containerd per host, see above).
+    let _ = std::process::Command::new("ip")
+        .args(["link", "delete", "cni0"])
+        .output();
     let d = containerd::Containerd::start_detached(&config)?;
     let d = Daemon {
         name: "containerd".into(),

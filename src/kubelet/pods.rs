@@ -154,7 +154,7 @@ impl Pods {
             }
             return;
         };
-        for (uid, sandbox) in sync::orphans(&mut cri, &known).await {
+        for (uid, sandbox) in sync::orphans(&mut cri, &known, &self.shared.node).await {
             eprintln!("kubelet: removing sandbox {sandbox} of unknown pod {uid}");
             let mut cri = cri.clone();
             tokio::spawn(async move { sync::remove_orphan(&mut cri, &sandbox).await });

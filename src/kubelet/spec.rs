@@ -16,6 +16,9 @@ pub const POD_UID: &str = "io.kubernetes.pod.uid";
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 pub const GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
+/// klab marks each sandbox with its node, so kubelets sharing one containerd (`klab up
+/// --workers` on one host) leave each other's pods alone.
+pub const NODE: &str = "klab.dev/node";
 /// klab marks init containers so a restarted kubelet tells them from app containers.
 pub const INIT: &str = "klab.dev/init-container";
 
@@ -142,7 +145,13 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, root: &Path) -> cri::PodSandboxCo
         },
         log_directory: r.log_dir(root).display().to_string(),
         port_mappings,
-        labels: r.labels(),
+        labels: {
+            let mut l = r.labels();
+            if let Some(n) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                l.insert(NODE.into(), n);
+            }
+            l
+        },
         annotations: pod
             .metadata
             .annotations
