@@ -6,6 +6,7 @@
 //! election and one health server. Every controller follows [`runner`]'s loop. Leaves out the
 //! controllers not listed in [`ALL`], and the per-controller service-account credentials.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -28,6 +29,7 @@ use crate::component::{self, ComponentError, health, log};
 pub const ALL: &[&str] = &[
     "deployment",
     "replicaset",
+    "daemonset",
     "garbage-collector",
     "serviceaccount",
     "nodeipam",
@@ -55,7 +57,6 @@ pub enum ControllerError {
 pub const NOT_BUILT: &[&str] = &[
     "bootstrapsigner",
     "tokencleaner",
-    "daemonset",
     "statefulset",
     "job",
     "cronjob",
@@ -197,6 +198,7 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
             match name.as_str() {
                 "deployment" => tasks.spawn(deployment::run(c)),
                 "replicaset" => tasks.spawn(replicaset::run(c)),
+                "daemonset" => tasks.spawn(daemonset::run(c)),
                 "garbage-collector" => tasks.spawn(gc::run(c)),
                 "serviceaccount" => tasks.spawn(serviceaccount::run(c)),
                 "nodeipam" => match cidr {
