@@ -278,7 +278,8 @@ pub fn to_yaml(pod: &Value) -> String {
     serde_yaml::to_string(pod).unwrap_or_default()
 }
 
-#[cfg(test)]
+/// The plan of the seed's node (`my-cluster`, node IP 172.26.0.3) under /root/.klab, for the
+/// book's examples and the snapshot tests.
 pub fn example() -> Plan {
     Plan {
         cluster: "my-cluster".into(),

@@ -615,9 +615,14 @@ pub fn up(args: UpArgs, out: &mut dyn Write) -> Result<(), ClusterError> {
     })?;
     let total = p.start.elapsed().as_secs_f64();
     let conf = layout.admin_conf();
+    let dir_flag = args
+        .dir
+        .as_ref()
+        .map(|d| format!(" --dir {}", d.display()))
+        .unwrap_or_default();
     let _ = writeln!(
         p.out,
-        "Cluster {:?} is up in {total:.1}s. Use it with:\n\n  export KUBECONFIG={}\n  kubectl get nodes\n  klab ps\n\nStop it with `klab down --name {}`.",
+        "Cluster {:?} is up in {total:.1}s. Use it with:\n\n  export KUBECONFIG={}\n  kubectl get nodes\n  klab ps\n\nStop it with `klab down --name {}{dir_flag}`.",
         args.name,
         conf.display(),
         args.name

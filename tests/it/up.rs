@@ -47,6 +47,16 @@ impl Up {
             .unwrap_or_default()
         );
         assert!(text.contains("export KUBECONFIG="), "{text}");
+        if name == "sim" {
+            // The progress display, as the book shows it: times and the folder vary.
+            let mut s = crate::snapshot_settings();
+            s.add_filter(r"\d+\.\d+s", "[T]s");
+            s.add_filter(
+                &regex_escape(&up.dir.display().to_string()),
+                "/root/.klab/sim",
+            );
+            s.bind(|| insta::assert_snapshot!("up_simulated", text));
+        }
         Some(up)
     }
 
@@ -109,6 +119,30 @@ impl Drop for Up {
     }
 }
 
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_control_plane_manifests_are_kubeadms() {
+    let plan = klab::cluster::manifests::example();
+    for (file, pod) in klab::cluster::manifests::control_plane(&plan) {
+        let name = format!(
+            "manifest_{}",
+            file.trim_end_matches(".yaml").replace('-', "_")
+        );
+        crate::snap!(name, klab::cluster::manifests::to_yaml(&pod));
+    }
+}
+
 /// Processes whose command line names `dir`.
 fn processes_under(dir: &Path) -> Vec<String> {
     let d = dir.display().to_string();
@@ -147,19 +181,22 @@ fn up_simulated_runs_the_control_plane_as_static_pods_and_down_removes_it() {
         nodes.split_whitespace().collect::<Vec<_>>(),
         ["node/sim-control-plane", "node/sim-worker"]
     );
-    // The control plane shows up as mirror pods, as on a kubeadm node.
-    let cp = up.kubectl(&["-n", "kube-system", "get", "pods", "-o", "name"]);
-    for c in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "klab-store",
-    ] {
-        assert!(
-            cp.contains(&format!("pod/{c}-sim-control-plane")),
-            "{c}: {cp}"
-        );
-    }
+    // The control plane shows up as mirror pods, as on a kubeadm node (the kubelet mirrors
+    // them once its node is registered).
+    let mirrors = || {
+        let cp = up
+            .try_kubectl(&["-n", "kube-system", "get", "pods", "-o", "name"])
+            .unwrap_or_default();
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "klab-store",
+        ]
+        .iter()
+        .all(|c| cp.contains(&format!("pod/{c}-sim-control-plane")))
+    };
+    assert!(eventually(30, mirrors));
     // The five steps: a Deployment becomes pods, scheduled and "running".
     up.kubectl(&[
         "create",
