@@ -328,15 +328,17 @@ fn pod_lines(objects: &Objects, lines: &mut Vec<String>) -> (usize, usize) {
 /// The diagnosis: a heading with the counts, then one line per finding.
 pub fn diagnose(objects: &Objects) -> String {
     let mut out = String::new();
+    let mut namespaces = objects.namespaces.clone();
+    namespaces.sort();
     let _ = writeln!(
         out,
         "Diagnosis of {} node(s) and {} pod(s) in namespace(s) {}",
         objects.nodes.len(),
         objects.pods.len(),
-        if objects.namespaces.is_empty() {
+        if namespaces.is_empty() {
             "(none)".to_string()
         } else {
-            objects.namespaces.join(", ")
+            namespaces.join(", ")
         }
     );
 
