@@ -100,7 +100,12 @@ fn files(dir: &Path) -> BTreeSet<String> {
 fn identities(path: &Path) -> (String, String, BTreeSet<String>) {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let items = v["items"]
         .as_array()
         .unwrap_or_else(|| panic!("{}: no items array", path.display()))
@@ -224,7 +229,10 @@ fn dump_matches_kubectl_file_for_file() {
     .map(String::from)
     .into();
     assert_eq!(
-        my_files.difference(&their_files).cloned().collect::<BTreeSet<_>>(),
+        my_files
+            .difference(&their_files)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
         klab_only
     );
     assert_eq!(
@@ -232,7 +240,10 @@ fn dump_matches_kubectl_file_for_file() {
         0,
         "{their_files:?}"
     );
-    assert!(their_files.contains("default/big/logs.txt"), "{their_files:?}");
+    assert!(
+        their_files.contains("default/big/logs.txt"),
+        "{their_files:?}"
+    );
     let mut kinds = BTreeMap::new();
     for f in &their_files {
         if f.ends_with(".json") {
@@ -249,7 +260,10 @@ fn dump_matches_kubectl_file_for_file() {
         }
     }
     assert_eq!(kinds["nodes.json"], "NodeList");
-    assert_eq!(kinds["default/replication-controllers.json"], "ReplicationControllerList");
+    assert_eq!(
+        kinds["default/replication-controllers.json"],
+        "ReplicationControllerList"
+    );
     let big = std::fs::read_to_string(mine.join("default/big/logs.txt")).unwrap();
     assert!(
         big.starts_with("==== START logs for container setup of pod default/big ====\n"),
@@ -262,12 +276,14 @@ fn dump_matches_kubectl_file_for_file() {
 
     // The diagnosis of kubectl's dump, read back, is klab's diagnosis.txt: same objects.
     let diagnosis = std::fs::read_to_string(mine.join("klab/diagnosis.txt")).unwrap();
-    let from_kubectl = klab::tools::cluster_info::diagnosis::Objects::from_dump_dir(&theirs)
-        .unwrap();
+    let from_kubectl =
+        klab::tools::cluster_info::diagnosis::Objects::from_dump_dir(&theirs).unwrap();
     let read_back = klab::tools::cluster_info::diagnosis::diagnose(&from_kubectl);
     assert_eq!(diagnosis, read_back);
     assert!(
-        diagnosis.contains("node down is NotReady: KubeletNotReady: container runtime network not ready"),
+        diagnosis.contains(
+            "node down is NotReady: KubeletNotReady: container runtime network not ready"
+        ),
         "{diagnosis}"
     );
     assert!(
@@ -285,15 +301,15 @@ fn dump_matches_kubectl_file_for_file() {
         "{store}"
     );
     let certs = std::fs::read_to_string(mine.join("klab/certificates.txt")).unwrap();
-    assert!(certs.contains("user admin, groups system:masters"), "{certs}");
+    assert!(
+        certs.contains("user admin, groups system:masters"),
+        "{certs}"
+    );
     let components = std::fs::read_to_string(mine.join("klab/components.txt")).unwrap();
     assert!(components.contains("kube-apiserver (pid "), "{components}");
 
     // To stdout: the same documents in the same order, the same log lines.
-    let (mine_out, theirs_out) = (
-        run.klab(&[]),
-        run.kubectl(&["cluster-info", "dump"]),
-    );
+    let (mine_out, theirs_out) = (run.klab(&[]), run.kubectl(&["cluster-info", "dump"]));
     assert_eq!(skeleton(&mine_out), skeleton(&theirs_out));
 
     // YAML: the same files, and the same `---` before every document but the first.
@@ -309,7 +325,10 @@ fn dump_matches_kubectl_file_for_file() {
     ]);
     let their_yaml = files(&theirs_y);
     assert_eq!(
-        files(&mine_y).difference(&their_yaml).cloned().collect::<BTreeSet<_>>(),
+        files(&mine_y)
+            .difference(&their_yaml)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
         klab_only
     );
     for f in their_yaml.iter().filter(|f| f.ends_with(".yaml")) {
