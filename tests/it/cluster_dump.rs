@@ -342,6 +342,27 @@ fn dump_matches_kubectl_file_for_file() {
         };
         assert_eq!(first(&mine_y), first(&theirs_y), "{f}");
     }
+
+    // -A: every namespace, the same files as kubectl's.
+    let (mine_a, theirs_a) = (base.join("klab-all"), base.join("kubectl-all"));
+    run.klab(&["-A", "--output-directory", mine_a.to_str().unwrap()]);
+    run.kubectl(&[
+        "cluster-info",
+        "dump",
+        "--all-namespaces",
+        "--output-directory",
+        theirs_a.to_str().unwrap(),
+    ]);
+    let their_all = files(&theirs_a);
+    assert!(their_all.contains("kube-public/pods.json"), "{their_all:?}");
+    assert_eq!(
+        files(&mine_a)
+            .difference(&their_all)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        klab_only
+    );
+    assert_eq!(files(&mine_a).len(), their_all.len() + klab_only.len());
 }
 
 /// The fixture: a kind-like cluster with a worker gone, a pod too big, a crashing container

@@ -559,9 +559,18 @@ impl Progress {
         Progress { out: None }
     }
 
+    /// A finished step: overwrites the step in progress, ends the line.
     fn line(&mut self, text: &str) {
         if let Some(out) = &mut self.out {
-            let _ = writeln!(out, "{text}");
+            let _ = writeln!(out, "\r{text}\x1b[K");
+        }
+    }
+
+    /// A step in progress, overwritten by the next one.
+    fn step(&mut self, text: &str) {
+        if let Some(out) = &mut self.out {
+            let _ = write!(out, "\r{text}\x1b[K");
+            let _ = out.flush();
         }
     }
 }
@@ -632,7 +641,14 @@ pub async fn dump(
             }
             sink.put(&format!("{ns}/{file}{ext}"), &printer.print(&list)?)?;
         }
-        for pod in &pods {
+        let total = namespaces.len();
+        for (n, pod) in pods.iter().enumerate() {
+            progress.step(&format!(
+                "[{}/{total}] {ns}: logs of pod {}/{}",
+                i + 1,
+                n + 1,
+                pods.len()
+            ));
             let name = pod.metadata.name.clone().unwrap_or_default();
             let spec = pod.spec.clone().unwrap_or_default();
             let mut text = Vec::new();
@@ -647,9 +663,8 @@ pub async fn dump(
             sink.put(&format!("{ns}/{name}/logs.txt"), &text)?;
         }
         progress.line(&format!(
-            "[{}/{}] {ns}: {} pods, their logs and 7 lists",
+            "[{}/{total}] {ns}: 7 lists, logs of {} pod(s)",
             i + 1,
-            namespaces.len(),
             pods.len()
         ));
         objects.pods.extend(pods);
@@ -678,7 +693,7 @@ pub async fn dump(
         )?;
         staging.put("klab/certificates.txt", &certificates)?;
 
-        progress.line("store: asking --etcd-servers");
+        progress.step("klab/: asking the store at --etcd-servers");
         let mut store = Vec::new();
         extras::store(flags.as_ref(), &mut store).await?;
         staging.put("klab/store.txt", &store)?;
@@ -688,6 +703,7 @@ pub async fn dump(
             diagnosis::diagnose(&objects).as_bytes(),
         )?;
         staging.commit()?;
+        progress.line("klab/: components, certificates, store, diagnosis");
     }
     if to_dir && let Some(d) = dir {
         writeln!(out, "Cluster info dumped to {}", d.display())?;
