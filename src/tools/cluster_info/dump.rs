@@ -6,10 +6,11 @@
 //! with component flags, certificate expirations, store health and a diagnosis.
 //!
 //! Unlike kubectl, a dump into a folder is staged and moved into place only when complete, so
-//! a failure (API server gone, disk full) leaves no half-written dump. Lists are written as the
-//! API server sent their items; kubectl decodes them into Go types first, which adds empty
-//! required fields — the objects are the same, not always the bytes. `--pod-running-timeout`
-//! and output formats other than json and yaml are left out.
+//! a failure (API server gone, disk full) leaves no half-written dump. Items are written as the
+//! API server sent them, their top level and metadata in Go's field order; kubectl decodes them
+//! into Go types first, which adds empty required fields and reorders deeper ones — the objects
+//! are the same, not always the bytes. `--pod-running-timeout` and output formats other than
+//! json and yaml are left out.
 
 use std::io::{IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
@@ -65,6 +66,15 @@ pub enum Error {
     },
     #[error("writing {}; the partial dump was removed", path.display())]
     Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "moving the finished dump into place at {}: the files before it are in place, the rest were removed; run the dump again",
+        path.display()
+    )]
+    Commit {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -492,7 +502,7 @@ impl Staging {
         fn walk(from: &Path, to: &Path, root: &Path) -> Result<(), Error> {
             let fail = |path: &Path| {
                 let path = path.to_path_buf();
-                move |source| Error::Write { path, source }
+                move |source| Error::Commit { path, source }
             };
             for entry in std::fs::read_dir(from).map_err(fail(root))? {
                 let entry = entry.map_err(fail(root))?;
