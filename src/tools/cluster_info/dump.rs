@@ -817,4 +817,44 @@ mod tests {
         );
         assert!(second.starts_with("---\napiVersion: v1\n"), "{second}");
     }
+
+    #[test]
+    fn staging_is_all_or_nothing() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        // Dropped before commit (an error halfway): the new folder is gone again.
+        let fresh = tmp.path().join("fresh");
+        let s = Staging::new(&fresh).unwrap();
+        s.put("default/pods.json", b"{}").unwrap();
+        drop(s);
+        assert!(!fresh.exists());
+        // Committed over an earlier dump: files replaced, others kept, nothing staged left.
+        let old = tmp.path().join("old");
+        std::fs::create_dir_all(old.join("default")).unwrap();
+        std::fs::write(old.join("default/pods.json"), "old").unwrap();
+        std::fs::write(old.join("notes.txt"), "mine").unwrap();
+        let s = Staging::new(&old).unwrap();
+        s.put("default/pods.json", b"new").unwrap();
+        s.put("default/web/logs.txt", b"log").unwrap();
+        s.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(old.join("default/pods.json")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(old.join("notes.txt")).unwrap(),
+            "mine"
+        );
+        let mode = std::fs::metadata(old.join("default/web/logs.txt"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(&old)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".klab-dump"))
+            .collect();
+        assert!(left.is_empty());
+    }
 }
