@@ -213,11 +213,45 @@ pub struct CheckExpirationArgs {
 
 #[derive(Debug, Args)]
 pub struct ClusterInfoArgs {
+    #[command(subcommand)]
+    pub command: Option<ClusterInfoCommand>,
     #[command(flatten)]
     pub kubeconfig: KubeconfigArgs,
     /// The namespace of the cluster services, as kubectl's -n (default kube-system)
     #[arg(short, long, default_value = "kube-system")]
     pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterInfoCommand {
+    /// Dump the cluster's state (and pod logs) as `kubectl cluster-info dump`, plus klab's diagnosis
+    Dump(DumpArgs),
+}
+
+/// `kubectl cluster-info dump`'s flags, with kubectl's names and meaning.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub kubeconfig: KubeconfigArgs,
+    /// Where to write the files; empty or "-" writes everything to stdout, as kubectl
+    #[arg(long, value_name = "DIR")]
+    pub output_directory: Option<PathBuf>,
+    /// A comma-separated list of namespaces to dump (default: kube-system and the context's namespace)
+    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Dump all namespaces; --namespaces is then ignored, as in kubectl
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// The namespace dumped beside kube-system (default: the context's namespace, else default)
+    #[arg(short, long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The format of the object files (and of their file extension), as kubectl's -o
+    #[arg(short, long, value_enum, default_value = "json")]
+    pub output: OutputFormat,
+    /// The PKI folder whose certificates klab/certificates.txt lists (default:
+    /// /etc/kubernetes/pki, else the folder of the local kube-apiserver's --client-ca-file)
+    #[arg(long, value_name = "DIR")]
+    pub pki_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

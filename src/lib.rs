@@ -63,6 +63,18 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
         cli::Command::Probe(args) => tools::probe::run(args, &mut out),
+        cli::Command::ClusterInfo(cli::ClusterInfoArgs {
+            command: Some(cli::ClusterInfoCommand::Dump(dump)),
+            ..
+        }) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let mut progress = tools::cluster_info::dump::Progress::stderr();
+            Ok(rt.block_on(tools::cluster_info::dump::run(
+                dump,
+                &mut out,
+                &mut progress,
+            ))?)
+        }
         cli::Command::ClusterInfo(args) => {
             let rt = tokio::runtime::Runtime::new()?;
             let kc = args.kubeconfig;

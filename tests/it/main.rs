@@ -7,6 +7,7 @@
 mod apiserver;
 mod book;
 mod certs;
+mod cluster_dump;
 mod cluster_info;
 mod controllers;
 mod kubelet;
