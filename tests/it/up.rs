@@ -220,6 +220,12 @@ fn up_simulated_runs_the_control_plane_as_static_pods_and_down_removes_it() {
         "{err}"
     );
 
+    // `klab ps` on the node: each component by role, with its flags.
+    let ps = String::from_utf8_lossy(&klab().args(["ps", "--flags", "kube-apiserver"]).output().unwrap().stdout)
+        .into_owned();
+    assert!(ps.contains("--etcd-servers"), "{ps}");
+    assert!(ps.contains("https://127.0.0.1:2379"), "{ps}");
+
     // status: every component, running.
     let status = String::from_utf8_lossy(&up.klab(&["status"]).stdout).into_owned();
     assert!(
@@ -292,6 +298,42 @@ fn up_on_etcd_keeps_the_objects_under_registry_keys() {
     assert!(processes_under(&up.dir).is_empty());
 }
 
+#[test]
+fn up_refuses_a_taken_port_and_names_it() {
+    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let port = crate::free_port();
+    let _busy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let dir = std::fs::canonicalize(scratch("up-busy")).unwrap();
+    let out = klab()
+        .args(["up", "--name", "busy", "--runtime", "simulated", "--api-port"])
+        .arg(port.to_string())
+        .arg("--dir")
+        .arg(dir.join("cluster"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("port {port} is taken")) && err.contains("kube-apiserver"),
+        "{err}"
+    );
+    // Nothing was written: the folder does not exist.
+    assert!(!dir.join("cluster").exists());
+    let bad = klab()
+        .args(["up", "--name", "Not_A_Name", "--runtime", "simulated", "--dir"])
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case letters"));
+    let none = klab()
+        .args(["down", "--name", "nothing", "--dir"])
+        .arg(dir.join("nothing"))
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("does not exist"));
+}
+
 fn iptables_kube_chains() -> usize {
     Command::new("iptables-save")
         .output()
@@ -354,8 +396,8 @@ fn up_on_containerd_runs_real_pods_behind_a_service_and_down_leaves_nothing() {
     // The Service answers from the host, through kube-proxy's rules, from both pods.
     let mut seen = std::collections::BTreeSet::new();
     assert!(eventually(60, || {
-        if let Ok(o) = Command::new("busybox")
-            .args(["wget", "-qO-", &format!("http://{ip}/")])
+        if let Ok(o) = Command::new("timeout")
+            .args(["5", "busybox", "wget", "-qO-", &format!("http://{ip}/")])
             .output()
         {
             let who = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -391,4 +433,141 @@ fn up_on_containerd_runs_real_pods_behind_a_service_and_down_leaves_nothing() {
         })
         .unwrap_or(0);
     assert_eq!(netns, 0, "CNI network namespaces are left behind");
+}
+
+/// Requests `url` with busybox wget `n` times from the host; the answers, counted.
+fn tally_from_host(url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        if let Ok(o) = Command::new("timeout")
+            .args(["5", "busybox", "wget", "-qO-", url])
+            .output()
+        {
+            let who = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            *seen.entry(who).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Issue 7's proof on real containerd: a ClusterIP Service balances across both pods from the
+/// host and from a third pod, the NodePort answers on the node's IP, a pod reaches itself
+/// through its own Service (hairpin), and a Service scaled to zero refuses connections.
+#[test]
+fn services_balance_hairpin_and_refuse_on_containerd() {
+    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    if require("containerd").is_none() || require("busybox").is_none() {
+        return;
+    }
+    let Some(up) = Up::start("svc", &[]) else {
+        return;
+    };
+    up.kubectl(&[
+        "create",
+        "deployment",
+        "echo",
+        "--image=localhost/klab/echo:1.0",
+        "--replicas=2",
+    ]);
+    up.kubectl(&[
+        "expose",
+        "deployment",
+        "echo",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    assert!(eventually(90, || pods_running(&up, "app=echo", 2)));
+    let names = up.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=echo",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let names: Vec<&str> = names.split_whitespace().collect();
+    let ip = up.kubectl(&["get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}"]);
+    let node_port = up.kubectl(&[
+        "get",
+        "svc",
+        "echo",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    let node_ip = up.kubectl(&[
+        "get",
+        "node",
+        "svc-control-plane",
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    // kube-proxy needs a moment to see the endpoints.
+    assert!(eventually(60, || tally_from_host(&format!("http://{ip}/"), 4)
+        .keys()
+        .any(|k| names.contains(&k.as_str()))));
+
+    // From the host: 200 requests, each pod at least a quarter of them.
+    let seen = tally_from_host(&format!("http://{ip}/"), 200);
+    for n in &names {
+        assert!(seen.get(*n).copied().unwrap_or(0) >= 50, "{seen:?}");
+    }
+    // The NodePort, on the node's IP.
+    let seen = tally_from_host(&format!("http://{node_ip}:{node_port}/"), 20);
+    assert!(
+        seen.keys().filter(|k| names.contains(&k.as_str())).count() >= 1
+            && seen.values().sum::<usize>() == 20
+            && !seen.contains_key(""),
+        "{seen:?}"
+    );
+
+    // From a third pod: 200 requests, counted from its log.
+    let script = format!(
+        "for i in $(seq 200); do timeout 5 wget -qO- http://{ip}/; done; echo done"
+    );
+    up.kubectl(&[
+        "run",
+        "client",
+        "--image=busybox",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(eventually(120, || up
+        .try_kubectl(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"])
+        .is_some_and(|p| p == "Succeeded")));
+    let log = up.kubectl(&["logs", "client"]);
+    for n in &names {
+        let hits = log.lines().filter(|l| l.trim() == *n).count();
+        assert!(hits >= 50, "{n}: {hits} of 200\n{log}");
+    }
+
+    // Hairpin: each echo pod reaches itself through its own Service.
+    for n in &names {
+        let out = up.kubectl(&[
+            "exec",
+            n,
+            "--",
+            "sh",
+            "-c",
+            &format!("for i in $(seq 20); do timeout 5 wget -qO- http://{ip}/; done"),
+        ]);
+        assert_eq!(out.lines().count(), 20, "{n}: {out}");
+        assert!(out.lines().any(|l| l.trim() == *n), "{n} never reached itself: {out}");
+    }
+
+    // Scaled to zero, the Service refuses instead of hanging.
+    up.kubectl(&["scale", "deployment", "echo", "--replicas=0"]);
+    assert!(eventually(60, || {
+        Command::new("timeout")
+            .args(["5", "busybox", "wget", "-qO-", &format!("http://{ip}/")])
+            .output()
+            .is_ok_and(|o| {
+                !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("refused")
+            })
+    }));
+    up.down();
 }
