@@ -90,6 +90,36 @@ fn one_each(p: &Plane, name: &str, nodes: &[&str], image_: &str) -> bool {
             .all(|v| v.len() == 1 && ready(&v[0]) && image(&v[0]) == image_)
 }
 
+/// What the controller adds to a template for one node, in-process and deterministic, for
+/// the book: a DaemonSet shaped like kube-proxy's (host network, privileged, tolerating
+/// everything) and the pod made for `node-1`.
+#[test]
+fn the_pod_for_a_node_is_the_template_plus_binding_tolerations_and_revision() {
+    use klab::controllers::daemonset::{daemon_pod, pod_template};
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system",
+                     "uid": "6f1c0a52-0000-4000-8000-000000000001", "generation": 1},
+        "spec": {
+            "selector": {"matchLabels": {"k8s-app": "kube-proxy"}},
+            "template": {"metadata": {"labels": {"k8s-app": "kube-proxy"}}, "spec": {
+                "hostNetwork": true,
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "kube-proxy", "image": "klab:local",
+                    "command": ["kube-proxy", "--kubeconfig=/etc/kubernetes/proxy.conf"],
+                    "securityContext": {"privileged": true}}],
+            }},
+        },
+    }))
+    .unwrap();
+    let hash = klab::controllers::deployment::template_hash(&ds.spec.as_ref().unwrap().template);
+    let pod = daemon_pod(&ds, &pod_template(&ds, &hash), "node-1");
+    crate::snap!(
+        "daemonset_pod_for_node",
+        serde_yaml::to_string(&pod).unwrap()
+    );
+}
+
 fn cm_args() -> Vec<&'static str> {
     vec!["--leader-elect=false", "--node-monitor-grace-period=1h"]
 }
@@ -416,8 +446,33 @@ fn kubectl_shows_the_daemon_set_and_waits_for_its_rollout() {
     assert!(one_each(&p, "node-agent", &["node-1", "node-2"], "agent:2"));
     let history = ok(k(&["rollout", "history", "ds/node-agent"]));
     assert!(
-        history.contains('1') && history.contains('2'),
+        history.contains("\n1 ") && history.contains("\n2 "),
         "two revisions expected:\n{history}"
+    );
+    ok(k(&["rollout", "undo", "ds/node-agent"]));
+    ok(k(&["rollout", "status", "ds/node-agent", "--timeout=90s"]));
+    assert!(
+        eventually(60, || one_each(
+            &p,
+            "node-agent",
+            &["node-1", "node-2"],
+            "agent:1"
+        )),
+        "undo did not bring agent:1 back"
+    );
+    // As upstream, the revision rolled back to becomes the newest: 1 is renumbered 3.
+    let revisions = || -> Vec<String> {
+        let out = ok(k(&["rollout", "history", "ds/node-agent"]));
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        eventually(30, || revisions() == ["2", "3"]),
+        "{:?}",
+        revisions()
     );
     let events = ok(k(&[
         "get",
