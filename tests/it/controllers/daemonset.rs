@@ -368,6 +368,47 @@ fn failed_daemon_pods_are_replaced_and_a_template_change_rolls_one_node_at_a_tim
 }
 
 #[test]
+fn a_surge_rollout_keeps_every_node_served() {
+    let Some(p) = Plane::start() else { return };
+    let all = ["node-1", "node-2", "node-3"];
+    p.nodes(&all, "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    let mut d = daemonset("cni", "cni:1", json!({}));
+    d["spec"]["updateStrategy"] =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    p.apply_json("/apis/apps/v1/namespaces/default/daemonsets", d);
+    assert!(eventually(60, || one_each(&p, "cni", &all, "cni:1")
+        && numbers(&p, "cni") == Some([3, 3, 3, 3, 3, 0, 0])));
+    let api: Api<DaemonSet> = Api::namespaced(p.client.clone(), "default");
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "cni:2"}]}}}});
+    p.rt.block_on(api.patch("cni", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+    // maxUnavailable 0: the new pod starts beside the old one, which goes only once the new
+    // one is available, so every node has a ready pod at every observed moment.
+    let mut observed = 0;
+    let done = eventually(120, || {
+        let by = pods_by_node(&p, "cni");
+        for n in all {
+            assert!(
+                by.get(n).is_some_and(|v| v.iter().any(ready)),
+                "{n} has no ready pod mid-rollout: {by:?}"
+            );
+        }
+        observed += 1;
+        one_each(&p, "cni", &all, "cni:2") && numbers(&p, "cni") == Some([3, 3, 3, 3, 3, 0, 0])
+    });
+    assert!(
+        done && observed > 1,
+        "the rollout did not finish: {:?}\n{}",
+        numbers(&p, "cni"),
+        p.log("controller-manager", "a")
+    );
+}
+
+#[test]
 fn kubectl_shows_the_daemon_set_and_waits_for_its_rollout() {
     let Some(kubectl) = require("kubectl") else {
         return;
