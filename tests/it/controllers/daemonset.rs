@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -364,6 +364,23 @@ fn failed_daemon_pods_are_replaced_and_a_template_change_rolls_one_node_at_a_tim
         }),
         "{:?}",
         numbers(&p, "logs")
+    );
+    // Deleting the DaemonSet takes its pods and its revisions with it (garbage collector).
+    let revisions: Api<ControllerRevision> = Api::namespaced(p.client.clone(), "default");
+    let count_revisions = || {
+        p.rt.block_on(revisions.list(&Default::default()))
+            .map(|l| l.items.len())
+            .unwrap_or(usize::MAX)
+    };
+    assert_eq!(count_revisions(), 3, "one revision per template");
+    p.rt.block_on(api.delete("logs", &DeleteParams::background()))
+        .unwrap();
+    assert!(
+        eventually(60, || p.pods("default").is_empty()
+            && count_revisions() == 0),
+        "{} pods and {} revisions left",
+        p.pods("default").len(),
+        count_revisions()
     );
 }
 
