@@ -7,10 +7,11 @@
 //! honours), the `controller-revision-hash` and `pod-template-generation` labels, one
 //! ControllerRevision per template (`kubectl rollout history ds/x`), failed pods deleted and
 //! recreated with a per-node backoff (Event FailedDaemonPod), surplus pods deleted (oldest
-//! kept), the RollingUpdate strategy within `maxUnavailable` and OnDelete, and the status that
-//! `kubectl get ds` and `kubectl rollout status ds/x` read. Leaves out `maxSurge` (treated as
-//! 0), slow-start create batches, adoption of orphaned pods and ControllerRevision hash
-//! collisions. Pods left bound to a deleted node are not this controller's job: podgc
+//! kept), the RollingUpdate strategy (within `maxUnavailable`, or with `maxSurge` a new pod
+//! beside the old one until it is available) and OnDelete, and the status that `kubectl get
+//! ds` and `kubectl rollout status ds/x` read. Leaves out slow-start create batches, adoption
+//! of orphaned pods, ControllerRevision hash collisions, and upstream's surge rule that keeps
+//! misscheduled pods until replacements elsewhere are available. Pods left bound to a deleted node are not this controller's job: podgc
 //! removes them, as upstream.
 
 use std::collections::{BTreeMap, HashMap};
@@ -311,12 +312,15 @@ impl Plan {
 
 /// Upstream's `manage` and `podsShouldBeOnNode`, pure: for every node, whether it needs a
 /// pod, which of its pods go. Unscheduled pods for nodes that no longer exist go too (the
-/// scheduler would never place them, so podgc never would remove them).
+/// scheduler would never place them, so podgc never would remove them). With `surge`, a node
+/// may hold an old and a new pod while the new one is not yet available.
 pub fn manage(
-    template: &PodTemplateSpec,
+    rev: &Revision,
+    surge: bool,
     nodes: &[Arc<Node>],
     pods: &BTreeMap<String, Vec<Arc<Pod>>>,
 ) -> Plan {
+    let template = rev.template;
     let mut plan = Plan::default();
     let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
     for node in nodes {
@@ -331,14 +335,38 @@ pub fn manage(
                 if p.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
-                if is_failed(p) {
-                    plan.failed.push((n.clone(), name(p)));
-                } else {
-                    running.push(p);
+                match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                    Some("Failed") => plan.failed.push((n.clone(), name(p))),
+                    // A daemon is not meant to finish: one that did is replaced.
+                    Some("Succeeded") => plan.delete.push(name(p)),
+                    _ => running.push(p),
                 }
             }
-            // More than one running pod on a node: keep the oldest.
-            plan.delete.extend(running.iter().skip(1).map(|p| name(p)));
+            if !surge {
+                // More than one running pod on a node: keep the oldest.
+                plan.delete.extend(running.iter().skip(1).map(|p| name(p)));
+                continue;
+            }
+            // Surge: the oldest new and the oldest old pod may both stay while the new one
+            // is not available yet and the old one is ready; every other pod goes.
+            let (mut newest, mut oldest) = (None, None);
+            for p in running {
+                let slot = if rev.updated(p) {
+                    &mut newest
+                } else {
+                    &mut oldest
+                };
+                if slot.is_none() {
+                    *slot = Some(p);
+                } else {
+                    plan.delete.push(name(p));
+                }
+            }
+            if let (Some(new), Some(old)) = (newest, oldest) {
+                if !is_ready(old) || rev.available(new) {
+                    plan.delete.push(name(old));
+                }
+            }
         } else {
             plan.delete.extend(
                 on_node
@@ -370,18 +398,24 @@ pub fn manage(
     plan
 }
 
-/// `maxUnavailable` as a node count: a percentage of the desired nodes rounded up; never 0
-/// (klab has no surge, so 0 would stall the rollout; upstream's fallback is 1 too).
-pub fn max_unavailable(v: Option<&IntOrString>, desired: usize) -> usize {
-    let n = match v {
-        None => 1,
+/// `maxSurge` and `maxUnavailable` as node counts (`SurgeCount`, `UnavailableCount`):
+/// percentages of the desired nodes rounded up; unavailable defaults to 1, surge to 0, and if
+/// both come to 0 unavailable is 1, as upstream.
+pub fn fenceposts(
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+    desired: usize,
+) -> (usize, usize) {
+    let count = |v: Option<&IntOrString>, default: usize| match v {
+        None => default,
         Some(IntOrString::Int(i)) => (*i).max(0) as usize,
         Some(IntOrString::String(s)) => {
             let pct: usize = s.trim_end_matches('%').parse().unwrap_or(0);
             (desired * pct).div_ceil(100)
         }
     };
-    n.max(1)
+    let (s, u) = (count(surge, 0), count(unavailable, 1));
+    if s == 0 && u == 0 { (0, 1) } else { (s, u) }
 }
 
 /// The current revision of a DaemonSet, as the rollout and the status judge pods by it.
@@ -462,6 +496,62 @@ pub fn rolling_update(
         .min(candidates.len());
     replace.extend(candidates.into_iter().take(room));
     replace
+}
+
+/// Upstream's `rollingUpdate` with surge, pure: start a new pod beside the old one on at most
+/// `max_surge` nodes at a time, delete an old pod once the new one beside it is available. A
+/// node whose old pod is not available gets its new pod at once. Returns the nodes to create
+/// on and the pods to delete.
+pub fn surge_update(
+    rev: &Revision,
+    nodes: &[Arc<Node>],
+    pods: &BTreeMap<String, Vec<Arc<Pod>>>,
+    max_surge: usize,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut surging = 0;
+    let mut candidates = Vec::new();
+    for (node, on_node) in pods {
+        let (mut new, mut old, mut ok) = (None, None, true);
+        for p in on_node
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let slot = if rev.updated(p) { &mut new } else { &mut old };
+            if slot.is_some() {
+                ok = false;
+            }
+            *slot = Some(p);
+        }
+        match (ok, new, old) {
+            // The manage loop sorts this node out first; count it as surging meanwhile.
+            (false, _, _) => surging += 1,
+            (true, _, None) => {}
+            (true, None, Some(old)) => {
+                if !rev.available(old) {
+                    let fits = nodes.iter().any(|n| {
+                        n.metadata.name.as_ref() == Some(node) && should_run(rev.template, n).0
+                    });
+                    if fits {
+                        plan.create.push(node.clone());
+                    }
+                } else if surging < max_surge {
+                    candidates.push(node.clone());
+                }
+            }
+            (true, Some(new), Some(old)) => {
+                if rev.available(new) {
+                    plan.delete
+                        .push(old.metadata.name.clone().unwrap_or_default());
+                } else {
+                    surging += 1;
+                }
+            }
+        }
+    }
+    let room = max_surge.saturating_sub(surging).min(candidates.len());
+    plan.create.extend(candidates.into_iter().take(room));
+    plan
 }
 
 /// Upstream's `updateDaemonSetStatus`, pure. `observedGeneration` is set by the caller.
@@ -573,7 +663,7 @@ impl Controller {
         let name = ds.metadata.name.clone().unwrap_or_default();
         let Some(spec) = ds.spec.as_ref() else { return };
         let hash = super::deployment::template_hash(&spec.template);
-        self.history(ds, &hash, revs).await;
+        self.history(ds, &hash, revs, owned).await;
         let template = pod_template(ds, &hash);
         let rev = Revision {
             template: &template,
@@ -593,7 +683,22 @@ impl Controller {
             })
             .collect();
         if self.expectations.satisfied(&uid, |n| live.get(n).copied()) {
-            let mut plan = manage(&template, nodes, &pods);
+            let desired = nodes.iter().filter(|n| should_run(&template, n).0).count();
+            let ru = spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref());
+            let (max_surge, max_unavailable) = fenceposts(
+                ru.and_then(|r| r.max_surge.as_ref()),
+                ru.and_then(|r| r.max_unavailable.as_ref()),
+                desired,
+            );
+            let rolling = spec
+                .update_strategy
+                .as_ref()
+                .is_none_or(|s| s.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate");
+            let surge = rolling && max_surge > 0;
+            let mut plan = manage(&rev, surge, nodes, &pods);
             for (node, pod) in std::mem::take(&mut plan.failed) {
                 if self.backoff.allow(&format!("{uid}/{node}")) {
                     let msg = format!(
@@ -605,20 +710,10 @@ impl Controller {
                     plan.delete.push(pod);
                 }
             }
-            let rolling = spec
-                .update_strategy
-                .as_ref()
-                .is_none_or(|s| s.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate");
-            if plan.is_empty() && rolling {
-                let desired = nodes.iter().filter(|n| should_run(&template, n).0).count();
-                let max = max_unavailable(
-                    spec.update_strategy
-                        .as_ref()
-                        .and_then(|s| s.rolling_update.as_ref())
-                        .and_then(|r| r.max_unavailable.as_ref()),
-                    desired,
-                );
-                plan.delete = rolling_update(&rev, nodes, &pods, max);
+            if plan.is_empty() && surge {
+                plan = surge_update(&rev, nodes, &pods, max_surge);
+            } else if plan.is_empty() && rolling {
+                plan.delete = rolling_update(&rev, nodes, &pods, max_unavailable);
             }
             self.act(ds, &template, plan).await;
         }
@@ -718,7 +813,13 @@ impl Controller {
     /// Keeps the DaemonSet's history (`constructHistory`): a ControllerRevision
     /// `<ds>-<hash>` for the current template with the highest revision number, and at most
     /// `revisionHistoryLimit` older ones that no pod uses.
-    async fn history(&self, ds: &DaemonSet, hash: &str, revs: &[Arc<ControllerRevision>]) {
+    async fn history(
+        &self,
+        ds: &DaemonSet,
+        hash: &str,
+        revs: &[Arc<ControllerRevision>],
+        owned: &[Arc<Pod>],
+    ) {
         let ns = ds.metadata.namespace.clone().unwrap_or_default();
         let name = ds.metadata.name.clone().unwrap_or_default();
         let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &ns);
@@ -785,14 +886,8 @@ impl Controller {
             .and_then(|s| s.revision_history_limit)
             .unwrap_or(10)
             .max(0) as usize;
-        let in_use: Vec<String> = self
-            .pods
-            .state()
+        let in_use: Vec<String> = owned
             .iter()
-            .filter(|p| {
-                controller_of(p.metadata.owner_references.as_ref())
-                    .is_some_and(|o| Some(&o.uid) == ds.metadata.uid.as_ref())
-            })
             .filter_map(|p| p.metadata.labels.as_ref()?.get(HASH_LABEL).cloned())
             .collect();
         let mut old: Vec<&Arc<ControllerRevision>> = revs
@@ -869,6 +964,16 @@ mod tests {
                 }
             }
             (a, b) => *a = b,
+        }
+    }
+
+    fn rev(t: &PodTemplateSpec) -> Revision<'_> {
+        Revision {
+            template: t,
+            hash: "h",
+            generation: None,
+            min_ready: 0,
+            now: Timestamp::now(),
         }
     }
 
@@ -1021,13 +1126,13 @@ mod tests {
             pod("c-1", "c", "h", true, t0),
             pod("gone-1", "gone", "h", true, t0),
         ]);
-        let plan = manage(&t, &nodes, &pods);
+        let plan = manage(&rev(&t), false, &nodes, &pods);
         assert_eq!(plan.create, ["a"]);
         // gone-1 is bound to a deleted node: podgc's job, not this controller's.
         assert_eq!(plan.delete, ["b-new", "c-1"]);
         let mut failed = (*pod("a-1", "a", "h", false, t0)).clone();
         failed.status.as_mut().unwrap().phase = Some("Failed".into());
-        let plan = manage(&t, &nodes[..1], &by_node(&[Arc::new(failed)]));
+        let plan = manage(&rev(&t), false, &nodes[..1], &by_node(&[Arc::new(failed)]));
         assert_eq!(plan.failed, [("a".to_owned(), "a-1".to_owned())]);
         assert!(plan.create.is_empty());
     }
@@ -1067,15 +1172,12 @@ mod tests {
         ]);
         assert_eq!(rolling_update(&rev, &nodes, &ready, 1), ["a-1"]);
         assert_eq!(rolling_update(&rev, &nodes, &ready, 2), ["a-1", "b-1"]);
-        assert_eq!(
-            max_unavailable(Some(&IntOrString::String("10%".into())), 3),
-            1
-        );
-        assert_eq!(
-            max_unavailable(Some(&IntOrString::String("50%".into())), 3),
-            2
-        );
-        assert_eq!(max_unavailable(Some(&IntOrString::Int(0)), 3), 1);
+        let pct = |p: &str| Some(IntOrString::String(p.into()));
+        assert_eq!(fenceposts(None, pct("10%").as_ref(), 3), (0, 1));
+        assert_eq!(fenceposts(None, pct("50%").as_ref(), 3), (0, 2));
+        let zero = Some(IntOrString::Int(0));
+        assert_eq!(fenceposts(zero.as_ref(), zero.as_ref(), 3), (0, 1));
+        assert_eq!(fenceposts(pct("34%").as_ref(), zero.as_ref(), 3), (2, 0));
         let st = status(&rev, &nodes, &ready);
         assert_eq!(
             (
@@ -1099,7 +1201,7 @@ mod tests {
                 json!([{"key": "x", "effect": "NoSchedule"}]),
             ),
         ];
-        assert!(manage(&t, &tainted, &one_new).is_empty());
+        assert!(manage(&rev, false, &tainted, &one_new).is_empty());
         let st = status(&rev, &tainted, &one_new);
         assert_eq!(
             (
@@ -1109,5 +1211,51 @@ mod tests {
             ),
             (2, 1, Some(0))
         );
+    }
+
+    #[test]
+    fn a_surge_update_starts_the_new_pod_before_the_old_one_goes() {
+        let t = pod_template(&ds(json!({})), "new");
+        let nodes: Vec<Arc<Node>> = ["a", "b"]
+            .iter()
+            .map(|n| node(n, json!({}), json!([])))
+            .collect();
+        let t0 = "2026-01-01T00:00:00Z";
+        let t1 = "2026-01-01T00:00:01Z";
+        let rev = Revision {
+            template: &t,
+            hash: "new",
+            generation: None,
+            min_ready: 0,
+            now: Timestamp::now(),
+        };
+        let old = by_node(&[
+            pod("a-1", "a", "old", true, t0),
+            pod("b-1", "b", "old", true, t0),
+        ]);
+        let plan = surge_update(&rev, &nodes, &old, 1);
+        assert_eq!((plan.create, plan.delete), (vec!["a".to_owned()], vec![]));
+        // The new pod on a is not ready: both stay, and b waits.
+        let surging = by_node(&[
+            pod("a-1", "a", "old", true, t0),
+            pod("a-2", "a", "new", false, t1),
+            pod("b-1", "b", "old", true, t0),
+        ]);
+        assert!(manage(&rev, true, &nodes, &surging).is_empty());
+        assert!(surge_update(&rev, &nodes, &surging, 1).is_empty());
+        // Once it is available, a's old pod goes and b's turn begins.
+        let ready = by_node(&[
+            pod("a-1", "a", "old", true, t0),
+            pod("a-2", "a", "new", true, t1),
+            pod("b-1", "b", "old", true, t0),
+        ]);
+        assert_eq!(manage(&rev, true, &nodes, &ready).delete, ["a-1"]);
+        let plan = surge_update(&rev, &nodes, &ready, 1);
+        assert_eq!(
+            (plan.create, plan.delete),
+            (vec!["b".to_owned()], vec!["a-1".to_owned()])
+        );
+        // Without surge, the same node keeps only its oldest pod.
+        assert_eq!(manage(&rev, false, &nodes, &surging).delete, ["a-2"]);
     }
 }

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod runner;
 pub mod serviceaccount;
@@ -34,6 +35,7 @@ pub const ALL: &[&str] = &[
     "serviceaccount",
     "nodeipam",
     "node-lifecycle",
+    "podgc",
     "endpoints",
     "endpointslice",
 ];
@@ -62,7 +64,6 @@ pub const NOT_BUILT: &[&str] = &[
     "cronjob",
     "namespace",
     "serviceaccount-token",
-    "podgc",
     "ttl",
     "ttl-after-finished",
     "csrsigning",
@@ -209,6 +210,7 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
                     }
                 },
                 "node-lifecycle" => tasks.spawn(nodelifecycle::run(c, grace, period)),
+                "podgc" => tasks.spawn(podgc::run(c)),
                 "endpoints" => tasks.spawn(endpoints::run_endpoints(c)),
                 "endpointslice" => tasks.spawn(endpoints::run_slices(c)),
                 _ => continue,
