@@ -54,6 +54,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a cluster on this machine, as kubeadm and kind do: PKI, static pods, kubelets
+    Up(UpArgs),
+    /// Delete a cluster `klab up` made: processes, containers, chains, mounts and its folder
+    Down(DownArgs),
+    /// Show a cluster's components and whether they run
+    Status(StatusArgs),
     /// Work with the certificates behind a kubeconfig or a PKI folder
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -82,6 +88,57 @@ pub enum Command {
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `klab up`'s flags.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The cluster's name: nodes are <name>-control-plane, <name>-worker, …
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// Worker nodes besides the control-plane node
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Where the API server keeps its objects: klab-store, or real etcd
+    #[arg(long, value_enum, default_value = "klab")]
+    pub store: crate::cluster::manifests::StoreKind,
+    /// containerd (real pods; needs root) or simulated (no pods run; the control plane runs as host processes)
+    #[arg(long, value_enum, default_value = "containerd")]
+    pub runtime: RuntimeKind,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The API server's port
+    #[arg(long, default_value_t = 6443)]
+    pub api_port: u16,
+    /// Seconds to wait for each step (API server, nodes, add-ons)
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub wait: u64,
+    /// Also merge the cluster's context into ~/.kube/config
+    #[arg(long)]
+    pub merge_kubeconfig: bool,
+}
+
+/// `klab down`'s flags.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The cluster's name
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `klab status`'s flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster's name
+    #[arg(long, default_value = "klab")]
+    pub name: String,
+    /// The cluster's folder (default: ~/.klab/<name>)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Machine-readable output, as kubectl's `-o`.
@@ -159,11 +216,45 @@ pub struct CheckExpirationArgs {
 
 #[derive(Debug, Args)]
 pub struct ClusterInfoArgs {
+    #[command(subcommand)]
+    pub command: Option<ClusterInfoCommand>,
     #[command(flatten)]
     pub kubeconfig: KubeconfigArgs,
     /// The namespace of the cluster services, as kubectl's -n (default kube-system)
     #[arg(short, long, default_value = "kube-system")]
     pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterInfoCommand {
+    /// Dump the cluster's state (and pod logs) as `kubectl cluster-info dump`, plus klab's diagnosis
+    Dump(DumpArgs),
+}
+
+/// `kubectl cluster-info dump`'s flags, with kubectl's names and meaning.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub kubeconfig: KubeconfigArgs,
+    /// Where to write the files; empty or "-" writes everything to stdout, as kubectl
+    #[arg(long, value_name = "DIR")]
+    pub output_directory: Option<PathBuf>,
+    /// A comma-separated list of namespaces to dump (default: kube-system and the context's namespace)
+    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Dump all namespaces; --namespaces is then ignored, as in kubectl
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// The namespace dumped beside kube-system (default: the context's namespace, else default)
+    #[arg(short, long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The format of the object files (and of their file extension), as kubectl's -o
+    #[arg(short, long, value_enum, default_value = "json")]
+    pub output: OutputFormat,
+    /// The PKI folder whose certificates klab/certificates.txt lists (default:
+    /// /etc/kubernetes/pki, else the folder of the local kube-apiserver's --client-ca-file)
+    #[arg(long, value_name = "DIR")]
+    pub pki_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -646,6 +737,20 @@ pub enum BenchCommand {
     Proxy(BenchProxyArgs),
     /// Pods per second that kube-scheduler binds on simulated nodes (Node objects only)
     Scheduler(BenchSchedulerArgs),
+    /// Time from `klab up` to a Ready node and a first pod Running, and every component's RSS
+    Up(BenchUpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUpArgs {
+    /// Measure only this runtime (default: containerd when root and installed, and simulated)
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Clusters to create per runtime (medians are reported)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

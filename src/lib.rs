@@ -28,6 +28,8 @@
 //! - [`controllers`]: kube-controller-manager: the watch loop ([`controllers::runner`]) and one
 //!   file per controller (deployment, replicaset, garbage collector, node lifecycle, …).
 //! - [`cloud`]: cloud-controller-manager with the `local` provider (nodes, load balancers).
+//! - [`cluster`]: `klab up`/`down`/`status`: the PKI, kubeconfigs and static pod manifests
+//!   kubeadm writes, the node's daemons (containerd, kubelets), the add-ons.
 //! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
@@ -39,6 +41,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod client;
 pub mod cloud;
+pub mod cluster;
 pub mod component;
 pub mod controllers;
 pub mod dns;
@@ -57,9 +60,24 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut out = std::io::stdout().lock();
     match cli.command {
+        cli::Command::Up(args) => Ok(cluster::up(args, &mut out)?),
+        cli::Command::Down(args) => Ok(cluster::down(args, &mut out)?),
+        cli::Command::Status(args) => Ok(cluster::status(args, &mut out)?),
         cli::Command::Certs(cmd) => tools::certs::run(cmd, &mut out),
         cli::Command::Ps(args) => tools::ps::run(args, &mut out),
         cli::Command::Probe(args) => tools::probe::run(args, &mut out),
+        cli::Command::ClusterInfo(cli::ClusterInfoArgs {
+            command: Some(cli::ClusterInfoCommand::Dump(dump)),
+            ..
+        }) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let mut progress = tools::cluster_info::dump::Progress::stderr();
+            Ok(rt.block_on(tools::cluster_info::dump::run(
+                dump,
+                &mut out,
+                &mut progress,
+            ))?)
+        }
         cli::Command::ClusterInfo(args) => {
             let rt = tokio::runtime::Runtime::new()?;
             let kc = args.kubeconfig;
@@ -85,6 +103,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         }
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
         cli::Command::Dns(args) => Ok(dns::run(*args, &mut out)?),
+        cli::Command::Bench(cli::BenchCommand::Up(args)) => tools::bench::up::run(args, &mut out),
         cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
             tools::bench::scheduler::run(args, &mut out)
         }

@@ -128,10 +128,21 @@ async fn service_account(state: &State, token: &str) -> Result<UserInfo, ApiErro
     ))
 }
 
+/// The health endpoints, which answer unauthenticated requests even with
+/// `--anonymous-auth=false`: upstream's anonymous authenticator restricted to these paths
+/// (AuthenticationConfiguration `anonymous.conditions`, 1.32+), so a kubelet's liveness probe
+/// can reach them while everything else stays closed.
+fn health_path(path: &str) -> bool {
+    ["/healthz", "/livez", "/readyz"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
+
 async fn authenticate(
     state: &State,
     peer: &Peer,
     headers: &HeaderMap,
+    path: &str,
 ) -> Result<UserInfo, ApiError> {
     match peer {
         Peer::Insecure => {
@@ -151,7 +162,7 @@ async fn authenticate(
         }
         return service_account(state, token).await;
     }
-    if state.anonymous {
+    if state.anonymous || health_path(path) {
         Ok(UserInfo::anonymous())
     } else {
         Err(ApiError::unauthorized())
@@ -209,7 +220,7 @@ pub async fn handle(
     let query = request::parse_query(req.uri().query());
     let info = request::info(&method, req.uri().path(), &query);
     let (parts, body) = req.into_parts();
-    let (user, resp) = match authenticate(&state, &peer, &parts.headers).await {
+    let (user, resp) = match authenticate(&state, &peer, &parts.headers, parts.uri.path()).await {
         Err(e) => (None, error(&e)),
         Ok(user) => {
             let resp = match route(&state, &peer, &user, &info, query, parts.headers, body).await {

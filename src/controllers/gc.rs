@@ -7,13 +7,14 @@
 //! `foregroundDeletion` finalizer has its dependents deleted first, then loses the finalizer;
 //! one with the `orphan` finalizer has its dependents' owner references removed, then loses
 //! the finalizer. Leaves out discovery: it watches the kinds klab's controllers own and create
-//! (Deployments, ReplicaSets, DaemonSets, Pods, Services, EndpointSlices), not every resource.
+//! (Deployments, ReplicaSets, DaemonSets, ControllerRevisions, Pods, Services, EndpointSlices),
+//! not every resource.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -31,6 +32,7 @@ fn kinds() -> Vec<ApiResource> {
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<ReplicaSet>(&()),
         ApiResource::erase::<DaemonSet>(&()),
+        ApiResource::erase::<ControllerRevision>(&()),
         ApiResource::erase::<Pod>(&()),
         ApiResource::erase::<Service>(&()),
         ApiResource::erase::<EndpointSlice>(&()),

@@ -6,11 +6,13 @@
 //! election and one health server. Every controller follows [`runner`]'s loop. Leaves out the
 //! controllers not listed in [`ALL`], and the per-controller service-account credentials.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod runner;
 pub mod serviceaccount;
@@ -28,10 +30,12 @@ use crate::component::{self, ComponentError, health, log};
 pub const ALL: &[&str] = &[
     "deployment",
     "replicaset",
+    "daemonset",
     "garbage-collector",
     "serviceaccount",
     "nodeipam",
     "node-lifecycle",
+    "podgc",
     "endpoints",
     "endpointslice",
 ];
@@ -55,13 +59,11 @@ pub enum ControllerError {
 pub const NOT_BUILT: &[&str] = &[
     "bootstrapsigner",
     "tokencleaner",
-    "daemonset",
     "statefulset",
     "job",
     "cronjob",
     "namespace",
     "serviceaccount-token",
-    "podgc",
     "ttl",
     "ttl-after-finished",
     "csrsigning",
@@ -197,6 +199,7 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
             match name.as_str() {
                 "deployment" => tasks.spawn(deployment::run(c)),
                 "replicaset" => tasks.spawn(replicaset::run(c)),
+                "daemonset" => tasks.spawn(daemonset::run(c)),
                 "garbage-collector" => tasks.spawn(gc::run(c)),
                 "serviceaccount" => tasks.spawn(serviceaccount::run(c)),
                 "nodeipam" => match cidr {
@@ -207,6 +210,7 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
                     }
                 },
                 "node-lifecycle" => tasks.spawn(nodelifecycle::run(c, grace, period)),
+                "podgc" => tasks.spawn(podgc::run(c)),
                 "endpoints" => tasks.spawn(endpoints::run_endpoints(c)),
                 "endpointslice" => tasks.spawn(endpoints::run_slices(c)),
                 _ => continue,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod process;
 pub mod server;
 pub mod simulated;
 pub mod spec;
@@ -258,6 +259,34 @@ async fn heartbeat(client: kube::Client, id: node::Identity, root: PathBuf, cri:
     }
 }
 
+/// Registers the node, retrying until the API server answers, then keeps it fresh.
+async fn register_then_heartbeat(
+    client: kube::Client,
+    id: node::Identity,
+    root: PathBuf,
+    cri: Option<Cri>,
+    register: bool,
+) {
+    let mut delay = Duration::from_millis(200);
+    while register {
+        match node::register(&client, &id, &root).await {
+            Ok(()) => {
+                eprintln!(
+                    "kubelet: node {} registered ({})",
+                    id.name, id.runtime_version
+                );
+                break;
+            }
+            Err(e) => {
+                eprintln!("kubelet: {} (retrying in {delay:?})", chain(&e));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    heartbeat(client, id, root, cri).await;
+}
+
 async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let node = node_name(&args);
     let client = crate::client::from_kubeconfig(&args.kubeconfig)
@@ -276,15 +305,14 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         provider_id: args.provider_id.clone(),
         runtime_version,
     };
-    if args.register_node.unwrap_or(true) {
-        node::register(&client, &id, &args.root_dir).await?;
-        eprintln!("kubelet: node {node} registered ({})", id.runtime_version);
-    }
-    tokio::spawn(heartbeat(
+    // Register and heartbeat in the background: on a control-plane node the API server is
+    // one of the static pods this kubelet is about to start, so it cannot be waited for.
+    tokio::spawn(register_then_heartbeat(
         client.clone(),
         id,
         args.root_dir.clone(),
         cri.clone(),
+        args.register_node.unwrap_or(true),
     ));
     let running = server::Running::default();
     let address = args.address.clone().unwrap_or_else(|| "0.0.0.0".into());
@@ -331,6 +359,10 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let mut listed: Vec<String> = Vec::new();
     let mut synced = false;
     let mut listener = std::pin::pin!(listener);
+    // Static pods first, before anything the API says (the API server may be one of them).
+    if let Some(dir) = &args.pod_manifest_path {
+        pods.refresh_statics(dir, &node).await;
+    }
     loop {
         tokio::select! {
             done = &mut listener => {

@@ -141,9 +141,6 @@ impl Pods {
 
     /// Stops sandboxes of pods nobody wants any more (deleted while the kubelet was down).
     pub async fn remove_orphans(&mut self) {
-        let Some(mut cri) = self.shared.cri.clone() else {
-            return;
-        };
         let known: Vec<String> = self
             .api
             .keys()
@@ -151,7 +148,13 @@ impl Pods {
             .chain(self.workers.keys())
             .cloned()
             .collect();
-        for (uid, sandbox) in sync::orphans(&mut cri, &known).await {
+        let Some(mut cri) = self.shared.cri.clone() else {
+            for uid in super::process::remove_orphans(&self.shared.root, &known) {
+                eprintln!("kubelet: stopped the processes of unknown static pod {uid}");
+            }
+            return;
+        };
+        for (uid, sandbox) in sync::orphans(&mut cri, &known, &self.shared.node).await {
             eprintln!("kubelet: removing sandbox {sandbox} of unknown pod {uid}");
             let mut cri = cri.clone();
             tokio::spawn(async move { sync::remove_orphan(&mut cri, &sandbox).await });

@@ -124,10 +124,15 @@ pub fn render_log(raw: &str, timestamps: bool, tail: Option<usize>) -> String {
     let mut partial = String::new();
     for l in raw.lines() {
         let mut parts = l.splitn(4, ' ');
-        let (Some(ts), Some(_stream), Some(tag)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+            // Not CRI's format: a host process's own output (see kubelet::process), as is.
+            lines.push(l.to_string());
             continue;
         };
+        if !matches!(stream, "stdout" | "stderr") || !matches!(tag, "P" | "F") {
+            lines.push(l.to_string());
+            continue;
+        }
         let text = parts.next().unwrap_or_default();
         if partial.is_empty() && timestamps {
             partial.push_str(ts);

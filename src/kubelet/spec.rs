@@ -2,7 +2,8 @@
 //! restarted kubelet find its containers again, and the container spec hash. Mirrors
 //! upstream's `kuberuntime_sandbox.go`, `kuberuntime_container.go` and `labels.go` (the
 //! `io.kubernetes.*` label and annotation names are upstream's; the sandbox's DNS config comes
-//! from `kubelet::dns`); leaves out volumes, security contexts and resources.
+//! from `kubelet::dns`); leaves out volumes, security contexts (but `privileged`) and
+//! resources.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ pub const POD_UID: &str = "io.kubernetes.pod.uid";
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 pub const GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
+/// klab marks each sandbox with its node, so kubelets sharing one containerd (`klab up
+/// --workers` on one host) leave each other's pods alone.
+pub const NODE: &str = "klab.dev/node";
 /// klab marks init containers so a restarted kubelet tells them from app containers.
 pub const INIT: &str = "klab.dev/init-container";
 
@@ -149,7 +153,13 @@ pub fn sandbox_config(
         log_directory: r.log_dir(root).display().to_string(),
         dns_config: Some(super::dns::pod_dns(pod, dns)),
         port_mappings,
-        labels: r.labels(),
+        labels: {
+            let mut l = r.labels();
+            if let Some(n) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                l.insert(NODE.into(), n);
+            }
+            l
+        },
         annotations: pod
             .metadata
             .annotations
@@ -160,6 +170,7 @@ pub fn sandbox_config(
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options),
+                privileged: any_privileged(pod),
                 ..Default::default()
             }),
             ..Default::default()
@@ -205,9 +216,34 @@ pub fn container_config(
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: privileged(c).then(|| cri::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// `securityContext.privileged` (kube-proxy needs it to program iptables).
+pub fn privileged(c: &Container) -> bool {
+    c.security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false)
+}
+
+fn any_privileged(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .any(privileged)
 }
 
 #[cfg(test)]

@@ -687,11 +687,12 @@ fn pre_stop(pod: &Pod, name: &str) -> Option<Vec<String>> {
 }
 
 /// Sandboxes whose pod the kubelet does not know: left by pods deleted while it was down.
-pub async fn orphans(cri: &mut Cri, known: &[String]) -> Vec<(String, String)> {
+pub async fn orphans(cri: &mut Cri, known: &[String], node: &str) -> Vec<(String, String)> {
     cri.list_pod_sandboxes()
         .await
         .unwrap_or_default()
         .into_iter()
+        .filter(|s| s.labels.get(spec::NODE).is_none_or(|n| n == node))
         .filter_map(|s| {
             let uid = s.labels.get(spec::POD_UID)?.clone();
             (!known.contains(&uid)).then_some((uid, s.id))

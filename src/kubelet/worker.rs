@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::watch;
 
 use super::Error;
+use super::process::ProcessRuntime;
 use super::spec::{self, PodRef};
 use super::status;
 use super::sync::PodRuntime;
@@ -88,15 +89,19 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
         .cri
         .clone()
         .map(|c| PodRuntime::new(c, shared.client.clone(), &shared.root, shared.dns.clone()));
+    // Without a container runtime, static pods still run: as host processes.
+    let mut processes =
+        (shared.cri.is_none() && source == Source::File).then(|| ProcessRuntime::new(&shared.root));
     let mut written: Option<serde_json::Value> = None;
     let mut last: Option<Box<Pod>> = None;
     loop {
         let desired = rx.borrow_and_update().clone();
         match desired {
             Desired::Run(pod) if pod.metadata.deletion_timestamp.is_none() => {
-                let observed = match runtime.as_mut() {
-                    Some(rt) => rt.sync(&pod, &shared.host_ip).await,
-                    None => Ok(simulated::observe(&pod, &shared.host_ip)),
+                let observed = match (runtime.as_mut(), processes.as_mut()) {
+                    (Some(rt), _) => rt.sync(&pod, &shared.host_ip).await,
+                    (None, Some(p)) => Ok(p.sync(&pod, &shared.host_ip)),
+                    (None, None) => Ok(simulated::observe(&pod, &shared.host_ip)),
                 };
                 let result = match observed {
                     Ok(obs) => {
@@ -127,6 +132,9 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
                 last = Some(pod);
             }
             Desired::Run(pod) => {
+                if let Some(p) = processes.as_mut() {
+                    p.kill(&pod, spec::grace_period(&pod));
+                }
                 terminate(&shared, runtime.as_mut(), &pod, source).await;
                 return;
             }
@@ -134,6 +142,9 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
                 // The object is gone already (force-deleted, or its manifest removed): only
                 // its containers are left to stop, so nothing is deleted through the API.
                 if let Some(pod) = last {
+                    if let Some(p) = processes.as_mut() {
+                        p.kill(&pod, spec::grace_period(&pod));
+                    }
                     terminate(&shared, runtime.as_mut(), &pod, Source::File).await;
                 }
                 return;

@@ -132,6 +132,49 @@ impl Containerd {
         }
     }
 
+    /// Writes the config and starts containerd detached (its own session, so it outlives
+    /// `klab up`, as a systemd unit would); returns its pid once its socket accepts
+    /// connections.
+    pub fn start_detached(config: &Config) -> Result<i32, Error> {
+        use std::os::unix::process::CommandExt;
+        let binary = which("containerd", "containerd")?;
+        let write = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Write { path, source }
+        };
+        std::fs::create_dir_all(&config.dir).map_err(write(&config.dir))?;
+        let toml_path = config.dir.join("config.toml");
+        std::fs::write(&toml_path, config.toml()).map_err(write(&toml_path))?;
+        let log = File::create(config.log()).map_err(write(&config.log()))?;
+        let _ = std::fs::remove_file(config.socket());
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(&toml_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(write(&config.log()))?)
+            .stderr(log);
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(Error::Spawn)?;
+        let mut me = Containerd {
+            child,
+            config: config.clone(),
+        };
+        let ready = me.wait_ready(Duration::from_secs(30));
+        let pid = me.child.id() as i32;
+        if ready.is_err() {
+            me.stop(Duration::from_secs(2));
+        }
+        ready?;
+        // From here on it is a daemon: nobody waits for it and dropping must not stop it.
+        std::mem::forget(me);
+        Ok(pid)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -293,6 +293,24 @@ preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.
     }
 
     #[test]
+    fn match_fields_on_the_node_name_place_a_daemon_pod() {
+        // The daemonset controller's binding: required affinity `metadata.name In [b]`.
+        let nodes = [node("a", "2", json!([])), node("b", "2", json!([]))];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let mut spec = with_cpu("100m");
+        spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}});
+        let d = schedule(&pod(spec.clone()), &refs, 0, true, &mut |_| 0);
+        assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "b"));
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0]["values"] = json!(["gone"]);
+        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        assert!(
+            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
+        );
+    }
+
+    #[test]
     fn enough_feasible_nodes_as_upstream() {
         assert_eq!(feasible_nodes_to_find(50), 50);
         assert_eq!(feasible_nodes_to_find(1000), 420);

@@ -491,3 +491,5 @@ fn the_cloud_controller_manager_initializes_nodes_and_load_balancers() {
         p.log("cloud-controller-manager", "a")
     );
 }
+
+mod daemonset;

@@ -7,6 +7,7 @@
 mod apiserver;
 mod book;
 mod certs;
+mod cluster_dump;
 mod cluster_info;
 mod controllers;
 mod dns;
@@ -19,6 +20,7 @@ mod runtime;
 mod scheduler;
 mod sim;
 mod store;
+mod up;
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;
+pub mod up;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

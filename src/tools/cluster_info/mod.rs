@@ -1,6 +1,11 @@
 //! `klab cluster-info`: what `kubectl cluster-info` prints — the control plane's URL and every
 //! Service labelled `kubernetes.io/cluster-service=true` (in kube-system) as an API-server proxy
-//! URL — byte for byte, so a learner can set the two side by side.
+//! URL — byte for byte, so a learner can set the two side by side. `klab cluster-info dump`
+//! ([`dump`]) writes what `kubectl cluster-info dump` writes, plus klab's own folder.
+
+pub mod diagnosis;
+pub mod dump;
+pub mod extras;
 
 use std::io::Write;
 use std::path::Path;
