@@ -94,7 +94,8 @@ impl<'a> Checker<'a> {
             .map_err(|e| fail(format!("cannot build an API client: {e}")))?;
         match self
             .rt
-            .block_on(tokio::time::timeout(API_TIMEOUT, f(client)))
+            // The timer must be made inside the runtime.
+            .block_on(async move { tokio::time::timeout(API_TIMEOUT, f(client)).await })
         {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(fail(api_problem(&e))),

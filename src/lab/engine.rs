@@ -144,7 +144,7 @@ impl<'a> Engine<'a> {
             setup_done: false,
         };
         p.save(&self.cluster.dir)?;
-        writeln!(out, "{}\n", lab.intro.trim())?;
+        writeln!(out, "{}\n", self.cluster.expand(lab.intro.trim()))?;
         self.enter(lab, &mut p, out)
     }
 

@@ -10,6 +10,7 @@ mod certs;
 mod cluster_info;
 mod controllers;
 mod kubelet;
+mod lab;
 mod probe;
 mod proxy;
 mod ps;
