@@ -63,6 +63,12 @@ pub enum EngineError {
     Solution { step: usize, detail: String },
     #[error("after step {step}'s solution the checks still fail: {detail}")]
     StillFailing { step: usize, detail: String },
+    #[error("{} says step {step}, but the lab has steps 1 to {steps}: run `klab lab reset`", path.display())]
+    BadProgress {
+        path: PathBuf,
+        step: usize,
+        steps: usize,
+    },
     #[error("writing the output")]
     Output(#[from] std::io::Error),
 }
@@ -99,6 +105,13 @@ impl<'a> Engine<'a> {
             cluster: self.cluster.name.clone(),
         })?;
         let lab = self.lab(&p.lab)?;
+        if p.step == 0 || p.step > lab.steps.len() + 1 {
+            return Err(EngineError::BadProgress {
+                path: Progress::path(&self.cluster.dir),
+                step: p.step,
+                steps: lab.steps.len(),
+            });
+        }
         Ok((p, lab))
     }
 

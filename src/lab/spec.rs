@@ -131,7 +131,7 @@ pub enum Action {
     /// in the stash). `{old}` in the value is the old value.
     SetFlag(SetFlag),
     /// Wait (up to `seconds`, default 120) until a check passes.
-    Wait(WaitFor),
+    Wait(Box<WaitFor>),
 }
 
 /// An action as written: exactly one of its fields is set.
@@ -161,28 +161,15 @@ impl TryFrom<ActionSpec> for Action {
         .iter()
         .filter(|b| **b)
         .count();
-        if n != 1 {
-            return Err(format!(
+        match (a.shell, a.stop, a.set_flag, a.wait) {
+            (Some(s), None, None, None) => Ok(Action::Shell(s)),
+            (None, Some(s), None, None) => Ok(Action::Stop(s)),
+            (None, None, Some(f), None) => Ok(Action::SetFlag(f)),
+            (None, None, None, Some(w)) => Ok(Action::Wait(Box::new(w))),
+            _ => Err(format!(
                 "an action has exactly one of shell, stop, set-flag, wait (this one has {n})"
-            ));
+            )),
         }
-        Ok(if let Some(s) = a.shell {
-            Action::Shell(s)
-        } else if let Some(s) = a.stop {
-            Action::Stop(s)
-        } else if let Some(f) = a.set_flag {
-            Action::SetFlag(f)
-        } else {
-            Action::Wait(a.wait.unwrap_or_else(|| unreachable_wait()))
-        })
-    }
-}
-
-/// Never used: `try_from` counted exactly one field set.
-fn unreachable_wait() -> WaitFor {
-    WaitFor {
-        seconds: None,
-        check: CheckSpec::default(),
     }
 }
 
@@ -193,7 +180,7 @@ impl From<Action> for ActionSpec {
             Action::Shell(x) => s.shell = Some(x),
             Action::Stop(x) => s.stop = Some(x),
             Action::SetFlag(x) => s.set_flag = Some(x),
-            Action::Wait(x) => s.wait = Some(x),
+            Action::Wait(x) => s.wait = Some(*x),
         }
         s
     }
@@ -638,7 +625,16 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Lab, String> {
-        Lab::parse("01-x", Path::new("labs/01-x/lab.yaml"), text).map_err(|e| e.to_string())
+        Lab::parse("01-x", Path::new("labs/01-x/lab.yaml"), text).map_err(|e| {
+            // As the CLI prints it: the error, then each cause.
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s
+        })
     }
 
     const GOOD: &str = "title: T\nlevel: beginner\ntime: 15m\nintro: I\nsteps:\n- title: S\n  instructions: do\n  check:\n  - pod: default/web\n  solution: 'true'\n";

@@ -167,6 +167,7 @@ fn cluster_dir_for(c: &Cluster, name: &str) -> PathBuf {
     std::fs::create_dir_all(k.join("manifests")).unwrap();
     std::fs::copy(&c.kubeconfig, k.join("admin.conf")).unwrap();
     std::fs::copy(c.path("ca.crt"), k.join("pki/ca.crt")).unwrap();
+    std::fs::copy(c.path("ca.key"), k.join("pki/ca.key")).unwrap();
     let port = c.url.rsplit(':').next().unwrap();
     std::fs::write(
         k.join("manifests/kube-apiserver.yaml"),
@@ -251,8 +252,8 @@ pub fn run_lab_end_to_end(dir: &Path, name: &str) -> Vec<String> {
     failing
 }
 
-/// Labs 02, 03, 04 and 07 need an API server (and for 04 and 07 controllers, a scheduler and
-/// nodes): they run here on the harness. The nodes are Node objects with the stand-in kubelet
+/// Labs 02, 03, 09, 04 and 07 need an API server (and for 04 and 07 controllers, a scheduler
+/// and nodes): they run here on the harness. The nodes are Node objects with the stand-in kubelet
 /// of `sim.rs`, which says plainly that no container runs.
 #[test]
 fn labs_on_an_api_server_run_end_to_end() {
@@ -276,6 +277,7 @@ fn labs_on_an_api_server_run_end_to_end() {
     let dir = cluster_dir_for(&plane.cluster, "lab-e2e");
     let _ = run_lab_end_to_end(&dir, "02-the-front-door");
     let _ = run_lab_end_to_end(&dir, "03-the-memory");
+    let _ = run_lab_end_to_end(&dir, "09-expired-pass");
     let _s: Proc = plane.component("scheduler", "lab", &["--leader-elect=false"]);
     let _cm: Proc = plane.component(
         "controller-manager",
@@ -298,8 +300,8 @@ fn labs_on_an_api_server_run_end_to_end() {
 /// Every lab, on a whole cluster from `klab up` (static pods, kubelets, kube-proxy).
 ///
 /// Ignored until `klab up` lands (issue 8): it needs `klab up --runtime simulated --dir D`
-/// and `klab down`. At merge, remove the `#[ignore]`; labs 05, 06, 08 and 10 are proven only
-/// here, and 01 and 09 need the static pods and the CA key that only `klab up` writes.
+/// and `klab down`. At merge, remove the `#[ignore]`: labs 01, 05, 06, 08 and 10 need the
+/// static pods, kubelets and processes that only `klab up` runs, and are proven only here.
 #[test]
 #[ignore = "needs `klab up` (issue 8): enable at merge"]
 fn every_lab_runs_end_to_end_on_klab_up() {
