@@ -62,6 +62,12 @@ impl Cluster {
         }
     }
 
+    /// The folder as an absolute path: shells run in the work folder, so a relative
+    /// `--cluster-dir` would point elsewhere there.
+    pub fn abs_dir(&self) -> PathBuf {
+        std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone())
+    }
+
     /// `cluster.json` exists once `klab up` finished.
     pub fn is_up(&self) -> bool {
         self.dir.join("cluster.json").is_file()
@@ -101,12 +107,13 @@ impl Cluster {
     /// The environment of every lab shell: the admin kubeconfig, the cluster folder, this
     /// klab first on PATH, and etcdctl's variables as the API server's manifest names them.
     pub fn env(&self) -> Vec<(String, OsString)> {
+        let dir = self.abs_dir();
         let mut env = vec![
-            ("KUBECONFIG".to_owned(), self.kubeconfig().into_os_string()),
             (
-                "KLAB_CLUSTER_DIR".to_owned(),
-                self.dir.clone().into_os_string(),
+                "KUBECONFIG".to_owned(),
+                dir.join("kubernetes/admin.conf").into_os_string(),
             ),
+            ("KLAB_CLUSTER_DIR".to_owned(), dir.clone().into_os_string()),
             ("KLAB_CLUSTER".to_owned(), OsString::from(&self.name)),
         ];
         let mut paths: Vec<PathBuf> = vec![];
@@ -159,10 +166,17 @@ impl Cluster {
         let mut child = Command::new("sh")
             .arg("-eu")
             .arg("-c")
-            .arg(self.expand(script))
+            .arg(expand(
+                script,
+                &self.name,
+                &self.abs_dir().display().to_string(),
+            ))
             .current_dir(&work)
             .envs(self.env())
-            .env("KLAB_STASH", self.stash(lab).join("manifests"))
+            .env(
+                "KLAB_STASH",
+                std::path::absolute(self.stash(lab).join("manifests"))?,
+            )
             .env_remove("ETCDCTL_API")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

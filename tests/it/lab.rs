@@ -336,3 +336,89 @@ fn every_lab_runs_end_to_end_on_klab_up() {
         let _ = run_lab_end_to_end(&dir, &lab.name);
     }
 }
+
+/// Fault injection on static pod manifests, and reset putting them back byte for byte: a lab
+/// that breaks kube-scheduler's flag and stops cloud-controller-manager, on a cluster folder
+/// (no kubelet acts on it here; `every_lab_runs_end_to_end_on_klab_up` proves the restarts).
+#[test]
+fn manifest_faults_are_stashed_and_reset_puts_them_back() {
+    let labs_dir = scratch("lab-faults-labs");
+    std::fs::create_dir_all(labs_dir.join("01-faults")).unwrap();
+    std::fs::write(
+        labs_dir.join("01-faults/lab.yaml"),
+        r#"title: Faults
+level: beginner
+time: 10m
+intro: Two static pods are broken.
+steps:
+  - title: Repair the control plane
+    instructions: Put the scheduler's kubeconfig right and start cloud-controller-manager again.
+    setup:
+      - set-flag: {manifest: kube-scheduler, flag: --kubeconfig, value: "{old}.missing"}
+      - stop: cloud-controller-manager
+    check:
+      - manifest: kube-scheduler
+        lacks: .missing
+      - manifest: cloud-controller-manager
+        contains: --cloud-provider=local
+    solution: |
+      sed -i 's/\.missing//' "$KLAB_CLUSTER_DIR/kubernetes/manifests/kube-scheduler.yaml"
+      mv "$KLAB_STASH/cloud-controller-manager.yaml" "$KLAB_CLUSTER_DIR/kubernetes/manifests/"
+"#,
+    )
+    .unwrap();
+    let labs = catalog::load(Some(&labs_dir)).unwrap();
+    let cluster = offline_cluster("lab-faults");
+    let manifests = cluster.manifests();
+    std::fs::create_dir_all(&manifests).unwrap();
+    let originals = [
+        (
+            "kube-scheduler.yaml",
+            "spec:\n  containers:\n  - command:\n    - kube-scheduler\n    - --authentication-kubeconfig=/etc/kubernetes/scheduler.conf\n    - --kubeconfig=/etc/kubernetes/scheduler.conf\n",
+        ),
+        (
+            "cloud-controller-manager.yaml",
+            "spec:\n  containers:\n  - command:\n    - cloud-controller-manager\n    - --cloud-provider=local\n",
+        ),
+    ];
+    for (f, t) in originals {
+        std::fs::write(manifests.join(f), t).unwrap();
+    }
+    let engine = Engine {
+        labs: &labs,
+        cluster,
+        now: now(),
+    };
+    capture(|o| engine.start("01-faults", o).unwrap());
+    let broken = std::fs::read_to_string(manifests.join("kube-scheduler.yaml")).unwrap();
+    assert!(broken.contains("    - --kubeconfig=/etc/kubernetes/scheduler.conf.missing\n"));
+    assert!(broken.contains("--authentication-kubeconfig=/etc/kubernetes/scheduler.conf\n"));
+    assert!(!manifests.join("cloud-controller-manager.yaml").exists());
+    let mut text = String::from("$ klab lab check\n");
+    text.push_str(&capture(|o| assert!(!engine.check(None, o).unwrap())));
+    snap!("lab_check_manifests", text);
+
+    // Reset restores both, exactly.
+    capture(|o| engine.reset(None, o).unwrap());
+    for (f, t) in originals {
+        assert_eq!(
+            std::fs::read_to_string(manifests.join(f)).unwrap(),
+            t,
+            "{f}"
+        );
+    }
+    assert!(!engine.cluster.stash("01-faults").exists());
+
+    // The solution repairs what the setup broke, and the lab completes.
+    capture(|o| engine.start("01-faults", o).unwrap());
+    let out = capture(|o| engine.solve(1, o).unwrap());
+    assert!(out.contains("Lab 01-faults is complete."), "{out}");
+    for (f, t) in originals {
+        assert_eq!(
+            std::fs::read_to_string(manifests.join(f)).unwrap(),
+            t,
+            "{f}"
+        );
+    }
+    capture(|o| engine.reset(None, o).unwrap());
+}
