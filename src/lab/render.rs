@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use super::cluster::expand;
-use super::spec::{Check, Lab};
+use super::spec::{Action, Check, Lab};
 
 /// The cluster the book and Killercoda show: `klab up`'s default.
 pub const BOOK_CLUSTER: (&str, &str) = ("klab", "~/.klab/klab");
@@ -67,6 +67,43 @@ pub fn step(
         s.hints.len(),
         if s.hints.len() == 1 { "" } else { "s" }
     )
+}
+
+/// A setup action in words, for the book.
+pub fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Shell(script) => {
+            format!("runs:\n\n  ```sh\n{}\n  ```\n", indent(script.trim(), "  "))
+        }
+        Action::Stop(c) => {
+            format!("stops {c}: moves `{c}.yaml` out of the manifests folder into the lab's stash")
+        }
+        Action::SetFlag(f) => format!(
+            "sets `{}={}` in `{}.yaml` (`{{old}}` is the old value; the original is stashed)",
+            f.flag, f.value, f.manifest
+        ),
+        Action::Wait(w) => match w.check.to_check() {
+            Ok(c) => format!(
+                "waits up to {} s until {}",
+                w.seconds.unwrap_or(120),
+                describe(&c)
+            ),
+            Err(e) => e,
+        },
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{by}{l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A check in words, for the book and for `klab lab check`'s list.
@@ -194,6 +231,15 @@ pub fn markdown(lab: &Lab) -> String {
         s.push_str(&format!("## Step {}: {}\n\n", i + 1, step.title));
         s.push_str(&x(&step.instructions));
         s.push_str("\n\n");
+        if !step.setup.is_empty() {
+            s.push_str(
+                "<details><summary>What the setup does (the fault, for instructors)</summary>\n\n",
+            );
+            for a in &step.setup {
+                s.push_str(&format!("- {}\n", x(&describe_action(a))));
+            }
+            s.push_str("\n</details>\n\n");
+        }
         s.push_str("`klab lab check` passes when:\n\n");
         for c in &step.check {
             s.push_str(&format!("- {}\n", check_line(c)));
