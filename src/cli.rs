@@ -102,7 +102,10 @@ pub struct LabArgs {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// List the labs
-    List,
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
     /// Check that every lab file is valid
     Validate,
     /// Start a lab (and the cluster, with `klab up`, if it is not up): run its setup, show step 1

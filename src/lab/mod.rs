@@ -55,7 +55,10 @@ pub fn run(args: LabArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         now: time::OffsetDateTime::now_utc(),
     };
     match args.command {
-        LabCommand::List => render::list(&labs, out)?,
+        LabCommand::List { output: None } => render::list(&labs, out)?,
+        LabCommand::List {
+            output: Some(format),
+        } => render::list_structured(&labs, format, out)?,
         LabCommand::Validate => validate(&labs, out)?,
         LabCommand::Start { name } => engine.start(&name, out)?,
         LabCommand::Status => engine.status(out)?,

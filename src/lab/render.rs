@@ -29,6 +29,37 @@ pub fn list(labs: &[Lab], out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "Start one with `klab lab start NAME`.")
 }
 
+/// One row of `klab lab list -o json|yaml`.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary<'a> {
+    pub name: &'a str,
+    pub title: &'a str,
+    pub level: &'a str,
+    pub minutes: u32,
+    pub steps: usize,
+    pub needs: &'a [super::spec::Need],
+}
+
+/// `klab lab list -o json|yaml`.
+pub fn list_structured(
+    labs: &[Lab],
+    format: crate::cli::OutputFormat,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let rows: Vec<Summary> = labs
+        .iter()
+        .map(|l| Summary {
+            name: &l.name,
+            title: &l.title,
+            level: l.level.as_str(),
+            minutes: l.minutes(),
+            steps: l.steps.len(),
+            needs: &l.needs,
+        })
+        .collect();
+    crate::tools::output::write_structured(out, format, &rows)
+}
+
 /// One step on the terminal: where you are, then the instructions.
 pub fn step(
     lab: &Lab,

@@ -37,6 +37,10 @@ fn list_and_validate() {
     let labs = labs();
     snap!("lab_list", capture(|o| render::list(&labs, o).unwrap()));
     snap!(
+        "lab_list_yaml",
+        capture(|o| render::list_structured(&labs, klab::cli::OutputFormat::Yaml, o).unwrap())
+    );
+    snap!(
         "lab_validate",
         capture(|o| klab::lab::validate(&labs, o).unwrap())
     );
