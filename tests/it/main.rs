@@ -11,6 +11,7 @@ mod cluster_dump;
 mod cluster_info;
 mod controllers;
 mod kubelet;
+mod lab;
 mod probe;
 mod proxy;
 mod ps;
