@@ -88,6 +88,71 @@ pub enum Command {
     /// Measure a component against its upstream counterpart, side by side
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Guided labs that check themselves: break the cluster on purpose and repair it
+    Lab(LabArgs),
+}
+
+/// `klab lab`: which cluster (as `klab up` names it) and which labs.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// The cluster's name, as `klab up --name` (its folder is $HOME/.klab/NAME)
+    #[arg(long, value_name = "NAME", default_value = "klab", global = true)]
+    pub cluster: String,
+    /// The cluster's folder, as `klab up --dir` (overrides --cluster's default folder)
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cluster_dir: Option<PathBuf>,
+    /// Read the labs from this folder instead of those built into klab
+    #[arg(long, value_name = "DIR", global = true)]
+    pub labs_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// List the labs
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Check that every lab file is valid
+    Validate,
+    /// Start a lab (and the cluster, with `klab up`, if it is not up): run its setup, show step 1
+    Start {
+        /// The lab (`03-the-memory`, `the-memory` or `03`)
+        name: String,
+    },
+    /// Where you are: the lab, the step, the hints shown
+    Status,
+    /// Run the current step's checks, say what is still wrong, and move on when they pass
+    Check {
+        /// Check this step instead of the current one (moves on only if it is the current one)
+        #[arg(long, value_name = "N")]
+        step: Option<usize>,
+    },
+    /// Show the next hint of the current step
+    Hint,
+    /// Undo the lab's faults and objects, and forget the progress
+    Reset {
+        /// The lab to reset (default: the one in progress)
+        name: Option<String>,
+    },
+    /// Show and run a step's solution, then check it
+    Solve {
+        /// The step (1 is the first)
+        step: usize,
+    },
+    /// Write a lab in another form
+    Export {
+        /// Write a Killercoda scenario (index.json, step pages, verify scripts) into DIR
+        #[arg(long, value_name = "DIR")]
+        killercoda: Option<PathBuf>,
+        /// Print the lab as Markdown (the book's chapter)
+        #[arg(long, required_unless_present = "killercoda")]
+        markdown: bool,
+        /// The lab
+        name: String,
+    },
 }
 
 /// `klab up`'s flags.

@@ -9,6 +9,8 @@
 //! - [`cli`]: clap definitions and the multi-call argv mapping; no logic.
 //! - [`tools`]: what a learner runs (`certs`, `ps`, …). Tools look from the outside: they read
 //!   kubeconfigs, certificates, `/proc` and the API, never a component's internals.
+//! - [`lab`]: `klab lab`, the guided labs of `labs/`: setup (real faults), checks through the
+//!   API, hints, solutions, progress on disk, the book's lab chapters and Killercoda export.
 //! - [`client`]: the kube-rs client every component builds from its `--kubeconfig`.
 //! - [`kubeconfig`]: loading, merging and resolving kubeconfigs the way kubectl does.
 //! - [`pki`]: reading X.509 certificates and private keys and saying what they mean to the
@@ -47,6 +49,7 @@ pub mod controllers;
 pub mod dns;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod lab;
 pub mod pki;
 pub mod proxy;
 pub mod runtime;
@@ -101,6 +104,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Proxy(args)) => {
             Ok(tools::bench::proxy::run(args, &mut out)?)
         }
+        cli::Command::Lab(args) => lab::run(args, &mut out),
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
         cli::Command::Dns(args) => Ok(dns::run(*args, &mut out)?),
         cli::Command::Bench(cli::BenchCommand::Up(args)) => tools::bench::up::run(args, &mut out),

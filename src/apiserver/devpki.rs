@@ -91,6 +91,8 @@ pub fn write_pki(dir: &Path, clients: &[Client]) -> Result<(), DevPkiError> {
     };
     let (ca_params, ca_key, ca_pem) = ca("klab-ca").map_err(gen_err("ca"))?;
     write(dir.join("ca.crt"), &ca_pem)?;
+    // The signing key too, as kubeadm keeps /etc/kubernetes/pki/ca.key: labs sign with it.
+    write(dir.join("ca.key"), &ca_key.serialize_pem())?;
     let issuer = Issuer::new(ca_params, ca_key);
     let (crt, key) = leaf(
         &issuer,

@@ -12,6 +12,7 @@ mod cluster_info;
 mod controllers;
 mod dns;
 mod kubelet;
+mod lab;
 mod probe;
 mod proxy;
 mod ps;
