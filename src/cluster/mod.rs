@@ -334,7 +334,12 @@ fn write_pki(
         &[],
     )?;
     kubeconfig(k.join("kube-proxy.conf"), "system:kube-proxy", &[])?;
-    kubeconfig(k.join("coredns.conf"), "system:coredns", &[])?;
+    // CoreDNS runs on the pod network, where 127.0.0.1 is the pod itself: its kubeconfig names
+    // the node's address, which the API server's certificate carries.
+    let pod_server = server.replacen("127.0.0.1", node_ip, 1);
+    let pair = ca.client("system:coredns", &[])?;
+    let text = kubeconfig_yaml(name, &pod_server, &ca.pair.cert, "system:coredns", &pair);
+    pki::write_file(&k.join("coredns.conf"), text.as_bytes(), 0o600)?;
     for node in nodes {
         let dir = layout.node(node);
         kubeconfig(

@@ -431,6 +431,25 @@ fn up_on_containerd_runs_real_pods_behind_a_service_and_down_leaves_nothing() {
         assert!(names.contains(n.as_str()), "{n} not in {names}");
     }
 
+    // The Service's name resolves from inside a pod: its resolv.conf (ClusterFirst) names the
+    // kube-dns Service, kube-proxy takes the query to a CoreDNS pod (`klab dns`), which
+    // answers from the Services it watches. The pod succeeds only if an echo pod answered,
+    // by the full name and by the short one (the search path).
+    up.kubectl(&[
+        "run",
+        "dns-client",
+        "--image=busybox",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "wget -qO- http://echo.default.svc.cluster.local/ | grep -q echo- && wget -qO- http://echo/ | grep -q echo-",
+    ]);
+    assert!(eventually(120, || up
+        .try_kubectl(&["get", "pod", "dns-client", "-o", "jsonpath={.status.phase}"])
+        .is_some_and(|p| p == "Succeeded")));
+
     up.down();
     assert!(
         processes_under(&up.dir).is_empty(),
