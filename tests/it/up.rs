@@ -375,18 +375,24 @@ fn up_on_containerd_runs_real_pods_behind_a_service_and_down_leaves_nothing() {
     let Some(up) = Up::start("ctr", &[]) else {
         return;
     };
-    // The control plane runs as containers of the klab image, mirrored into the API.
-    let image = up.kubectl(&[
-        "-n",
-        "kube-system",
-        "get",
-        "pod",
-        "kube-apiserver-ctr-control-plane",
-        "-o",
-        "jsonpath={.spec.containers[0].image} {.status.phase}",
-    ]);
+    // The control plane runs as containers of the klab image, mirrored into the API (the
+    // mirror pod's status follows `klab up` by a moment).
+    let mut image = String::new();
     assert!(
-        image.starts_with("localhost/klab/klab:") && image.ends_with("Running"),
+        eventually(30, || {
+            image = up
+                .try_kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "pod",
+                    "kube-apiserver-ctr-control-plane",
+                    "-o",
+                    "jsonpath={.spec.containers[0].image} {.status.phase}",
+                ])
+                .unwrap_or_default();
+            image.starts_with("localhost/klab/klab:") && image.ends_with("Running")
+        }),
         "{image}"
     );
     up.kubectl(&[
