@@ -221,8 +221,14 @@ fn up_simulated_runs_the_control_plane_as_static_pods_and_down_removes_it() {
     );
 
     // `klab ps` on the node: each component by role, with its flags.
-    let ps = String::from_utf8_lossy(&klab().args(["ps", "--flags", "kube-apiserver"]).output().unwrap().stdout)
-        .into_owned();
+    let ps = String::from_utf8_lossy(
+        &klab()
+            .args(["ps", "--flags", "kube-apiserver"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
     assert!(ps.contains("--etcd-servers"), "{ps}");
     assert!(ps.contains("https://127.0.0.1:2379"), "{ps}");
 
@@ -305,7 +311,14 @@ fn up_refuses_a_taken_port_and_names_it() {
     let _busy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
     let dir = std::fs::canonicalize(scratch("up-busy")).unwrap();
     let out = klab()
-        .args(["up", "--name", "busy", "--runtime", "simulated", "--api-port"])
+        .args([
+            "up",
+            "--name",
+            "busy",
+            "--runtime",
+            "simulated",
+            "--api-port",
+        ])
         .arg(port.to_string())
         .arg("--dir")
         .arg(dir.join("cluster"))
@@ -320,7 +333,14 @@ fn up_refuses_a_taken_port_and_names_it() {
     // Nothing was written: the folder does not exist.
     assert!(!dir.join("cluster").exists());
     let bad = klab()
-        .args(["up", "--name", "Not_A_Name", "--runtime", "simulated", "--dir"])
+        .args([
+            "up",
+            "--name",
+            "Not_A_Name",
+            "--runtime",
+            "simulated",
+            "--dir",
+        ])
         .arg(dir.join("bad"))
         .output()
         .unwrap();
@@ -503,9 +523,12 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
         "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
     ]);
     // kube-proxy needs a moment to see the endpoints.
-    assert!(eventually(60, || tally_from_host(&format!("http://{ip}/"), 4)
-        .keys()
-        .any(|k| names.contains(&k.as_str()))));
+    assert!(eventually(60, || tally_from_host(
+        &format!("http://{ip}/"),
+        4
+    )
+    .keys()
+    .any(|k| names.contains(&k.as_str()))));
 
     // From the host: 200 requests, each pod at least a quarter of them.
     let seen = tally_from_host(&format!("http://{ip}/"), 200);
@@ -522,9 +545,8 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
     );
 
     // From a third pod: 200 requests, counted from its log.
-    let script = format!(
-        "for i in $(seq 200); do timeout 5 wget -qO- http://{ip}/; done; echo done"
-    );
+    let script =
+        format!("for i in $(seq 200); do timeout 5 wget -qO- http://{ip}/; done; echo done");
     up.kubectl(&[
         "run",
         "client",
@@ -556,7 +578,10 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
             &format!("for i in $(seq 20); do timeout 5 wget -qO- http://{ip}/; done"),
         ]);
         assert_eq!(out.lines().count(), 20, "{n}: {out}");
-        assert!(out.lines().any(|l| l.trim() == *n), "{n} never reached itself: {out}");
+        assert!(
+            out.lines().any(|l| l.trim() == *n),
+            "{n} never reached itself: {out}"
+        );
     }
 
     // Scaled to zero, the Service refuses instead of hanging.
