@@ -27,6 +27,9 @@
 //!   file per controller (deployment, replicaset, garbage collector, node lifecycle, …).
 //! - [`cloud`]: cloud-controller-manager with the `local` provider (nodes, load balancers).
 //! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
+//! - [`stream`]: the streaming protocols of `kubectl logs -f`, `exec` and `attach`, shared by
+//!   the API server and the kubelet: an upgrade-aware proxy hop, RemoteCommand over
+//!   WebSocket, and a SPDY/3.1 client for the runtime's streaming server.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -46,6 +49,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod stream;
 pub mod tools;
 
 /// Runs one parsed command line. The only place where library errors become `anyhow` errors.
