@@ -16,6 +16,7 @@ pub mod simulated;
 pub mod spec;
 pub mod static_pods;
 pub mod status;
+pub mod stream;
 pub mod sync;
 pub mod volumes;
 pub mod worker;
@@ -268,12 +269,14 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         source,
     })?;
     let ip = args.node_ip.clone().unwrap_or_else(node::detect_ip);
+    let port = args.port.unwrap_or(10250);
     let id = node::Identity {
         name: node.clone(),
         ip: ip.clone(),
         labels: labels(&args, &node)?,
         provider_id: args.provider_id.clone(),
         runtime_version,
+        port,
     };
     if args.register_node.unwrap_or(true) {
         node::register(&client, &id, &args.root_dir).await?;
@@ -290,12 +293,13 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let address: std::net::IpAddr = address.parse().map_err(|_| Error::Address(address))?;
     let listener = tokio::spawn(server::serve(
         server::Options {
-            addr: std::net::SocketAddr::new(address, args.port.unwrap_or(10250)),
+            addr: std::net::SocketAddr::new(address, port),
             cert: args.tls_cert_file.clone(),
             key: args.tls_private_key_file.clone(),
             client_ca: args.client_ca_file.clone(),
             root: args.root_dir.clone(),
             node: node.clone(),
+            cri: cri.clone(),
         },
         running.clone(),
     ));

@@ -1,8 +1,9 @@
 //! The kubelet's HTTPS server on :10250: `/healthz`, `/pods` (the pods this kubelet runs, as a
-//! PodList) and `/containerLogs/<ns>/<pod>/<container>` (`tailLines`, `timestamps`,
-//! `previous`), read from the CRI log files. Clients authenticate with a certificate signed by
+//! PodList), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
+//! `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
+//! and `/portForward` ([`super::stream`]). Clients authenticate with a certificate signed by
 //! `--client-ca-file` when it is given. Mirrors upstream's `pkg/kubelet/server`; leaves out
-//! authorization (SubjectAccessReview), `follow`, `/exec`, `/attach`, `/stats/summary`.
+//! authorization (SubjectAccessReview), `sinceSeconds`, `limitBytes` and `/stats/summary`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -12,18 +13,22 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use k8s_openapi::api::core::v1::Pod;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 
-use super::Error;
 use super::spec::PodRef;
+use super::{Error, stream};
+use crate::runtime::cri::Cri;
+use crate::stream::Body;
 
 /// The pods the kubelet runs, by `ns/name`, as the server shows them.
 pub type Running = Arc<RwLock<BTreeMap<String, Pod>>>;
@@ -37,6 +42,8 @@ pub struct Options {
     pub client_ca: Option<PathBuf>,
     pub root: PathBuf,
     pub node: String,
+    /// The runtime, for exec, attach, port-forward and following logs (`None`: simulated).
+    pub cri: Option<Cri>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,8 +115,8 @@ fn tls(o: &Options) -> Result<TlsAcceptor, Error> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+pub(super) fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = code;
     if let Ok(v) = http::HeaderValue::from_str(ctype) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -117,37 +124,107 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
-/// The text of one CRI log file (`<time> <stream> <P|F> <text>` per line), as kubectl logs
-/// shows it: partial lines joined, optionally with their timestamps, the last `tail` lines.
-pub fn render_log(raw: &str, timestamps: bool, tail: Option<usize>) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    let mut partial = String::new();
-    for l in raw.lines() {
+/// Turns CRI log lines (`<time> <stream> <P|F> <text>`) into the lines kubectl logs shows:
+/// partial lines (`P`) joined to the next full one, optionally with their timestamps.
+#[derive(Debug, Default)]
+struct LogLines {
+    timestamps: bool,
+    partial: String,
+}
+
+impl LogLines {
+    /// One CRI line; a finished kubectl line when this one ends it.
+    fn push(&mut self, l: &str) -> Option<String> {
         let mut parts = l.splitn(4, ' ');
         let (Some(ts), Some(_stream), Some(tag)) = (parts.next(), parts.next(), parts.next())
         else {
-            continue;
+            return None;
         };
         let text = parts.next().unwrap_or_default();
-        if partial.is_empty() && timestamps {
-            partial.push_str(ts);
-            partial.push(' ');
+        if self.partial.is_empty() && self.timestamps {
+            self.partial.push_str(ts);
+            self.partial.push(' ');
         }
-        partial.push_str(text);
-        if tag == "F" {
-            lines.push(std::mem::take(&mut partial));
-        }
+        self.partial.push_str(text);
+        (tag == "F").then(|| format!("{}\n", std::mem::take(&mut self.partial)))
     }
-    let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
-    lines[skip..].iter().map(|l| format!("{l}\n")).collect()
 }
 
-fn container_logs(
-    o: &Options,
-    running: &Running,
-    path: &str,
-    query: &str,
-) -> Response<Full<Bytes>> {
+/// The text of one CRI log file (`<time> <stream> <P|F> <text>` per line), as kubectl logs
+/// shows it: partial lines joined, optionally with their timestamps, the last `tail` lines.
+pub fn render_log(raw: &str, timestamps: bool, tail: Option<usize>) -> String {
+    let mut r = LogLines {
+        timestamps,
+        ..Default::default()
+    };
+    let lines: Vec<String> = raw.lines().filter_map(|l| r.push(l)).collect();
+    let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
+    lines[skip..].concat()
+}
+
+/// The bytes of `path` from `offset` up to the last newline, and the offset after it.
+fn complete_lines(path: &Path, offset: u64) -> (String, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_to_end(&mut buf)
+    });
+    if read.is_err() {
+        return (String::new(), offset);
+    }
+    let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    buf.truncate(end);
+    (
+        String::from_utf8_lossy(&buf).into_owned(),
+        offset + end as u64,
+    )
+}
+
+/// Where a followed log comes from, and how to tell when its container has stopped.
+struct Followed {
+    path: PathBuf,
+    offset: u64,
+    lines: LogLines,
+    cri: Option<Cri>,
+    uid: String,
+    container: String,
+    attempt: u32,
+}
+
+/// `follow=true`: sends lines as the container writes them, until the container stops (then
+/// the rest of its log, then the end) or the client goes away. Polls the file, as upstream's
+/// `ReadLogs` does when it cannot watch it.
+async fn follow(mut f: Followed, tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>) {
+    let mut tick = 0u32;
+    let mut alive = true;
+    loop {
+        if tick % 4 == 0 {
+            alive = match f.cri.as_mut() {
+                Some(cri) => stream::running_container(cri, &f.uid, &f.container)
+                    .await
+                    .is_some_and(|(_, attempt)| attempt == f.attempt),
+                None => false,
+            };
+        }
+        tick = tick.wrapping_add(1);
+        let (raw, next) = complete_lines(&f.path, f.offset);
+        f.offset = next;
+        let text: String = raw.lines().filter_map(|l| f.lines.push(l)).collect();
+        if !text.is_empty() && tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
+            return;
+        }
+        if !alive {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
+fn container_logs(o: &Options, running: &Running, path: &str, query: &str) -> Response<Body> {
     let parts: Vec<&str> = path.split('/').collect();
     let [ns, name, container] = parts[..] else {
         return reply(
@@ -170,7 +247,8 @@ fn container_logs(
     let q: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let dir = PodRef::of(&pod).log_dir(&o.root).join(container);
+    let pod_ref = PodRef::of(&pod);
+    let dir = pod_ref.log_dir(&o.root).join(container);
     let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()
@@ -185,28 +263,71 @@ fn container_logs(
         })
         .unwrap_or_default();
     attempts.sort_unstable();
-    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let on = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let previous = on("previous");
     let pick = if previous {
         attempts.iter().rev().nth(1)
     } else {
         attempts.last()
     };
-    let Some(attempt) = pick else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
+    let Some(&attempt) = pick else {
+        let why = if previous {
+            format!("previous terminated container \"{container}\" in pod \"{name}\" not found")
+        } else {
             format!(
-                "no logs of container {container} in pod {ns}/{name} (a simulated pod has none)\n"
-            ),
-        );
+                "no logs of container {container} in pod {ns}/{name} (a simulated pod has none)"
+            )
+        };
+        return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n"));
     };
-    let raw = std::fs::read_to_string(dir.join(format!("{attempt}.log"))).unwrap_or_default();
+    let file = dir.join(format!("{attempt}.log"));
     let tail = q.get("tailLines").and_then(|t| t.parse().ok());
-    let ts = q.get("timestamps").is_some_and(|v| v == "true");
-    reply(StatusCode::OK, "text/plain", render_log(&raw, ts, tail))
+    let ts = on("timestamps");
+    if !on("follow") || previous {
+        let raw = std::fs::read_to_string(&file).unwrap_or_default();
+        return reply(StatusCode::OK, "text/plain", render_log(&raw, ts, tail));
+    }
+    let (raw, offset) = complete_lines(&file, 0);
+    let first = render_log(&raw, ts, tail);
+    let (tx, rx) = mpsc::channel(16);
+    let followed = Followed {
+        path: file,
+        offset,
+        lines: LogLines {
+            timestamps: ts,
+            ..Default::default()
+        },
+        cri: o.cri.clone(),
+        uid: pod_ref.uid,
+        container: container.to_owned(),
+        attempt,
+    };
+    tokio::spawn(async move {
+        if !first.is_empty() && tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
+            return;
+        }
+        follow(followed, tx).await;
+    });
+    let mut r = Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    r
 }
 
-fn handle(o: &Options, running: &Running, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(o: &Options, running: &Running, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    for (prefix, kind) in [
+        ("/exec/", stream::Kind::Exec),
+        ("/attach/", stream::Kind::Attach),
+        ("/portForward/", stream::Kind::PortForward),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            return stream::serve(o, running, kind, rest, &query, req).await;
+        }
+    }
     if req.method() != http::Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -214,9 +335,7 @@ fn handle(o: &Options, running: &Running, req: &Request<Incoming>) -> Response<F
             "only GET is served\n",
         );
     }
-    let path = req.uri().path();
-    let query = req.uri().query().unwrap_or_default();
-    match path {
+    match path.as_str() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
         "/pods" | "/pods/" => {
             let items: Vec<Pod> = running
@@ -227,7 +346,7 @@ fn handle(o: &Options, running: &Running, req: &Request<Incoming>) -> Response<F
             reply(StatusCode::OK, "application/json", list.to_string())
         }
         _ => match path.strip_prefix("/containerLogs/") {
-            Some(rest) => container_logs(o, running, rest, query),
+            Some(rest) => container_logs(o, running, rest, &query),
             None => reply(StatusCode::NOT_FOUND, "text/plain", "404 page not found\n"),
         },
     }
@@ -253,11 +372,11 @@ pub async fn serve(o: Options, running: Running) -> Result<(), Error> {
                 return;
             };
             let svc = service_fn(move |req| {
-                let r = handle(&o, &running, &req);
-                async move { Ok::<_, Infallible>(r) }
+                let (o, running) = (o.clone(), running.clone());
+                async move { Ok::<_, Infallible>(handle(&o, &running, req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                 .await;
         });
     }
