@@ -18,6 +18,7 @@ mod runtime;
 mod scheduler;
 mod sim;
 mod store;
+mod stream;
 
 use std::path::{Path, PathBuf};
 
