@@ -2,8 +2,7 @@
 //! watches the pods bound to it (field selector `spec.nodeName`) and the static pods of
 //! --pod-manifest-path, and runs each through CRI (or the simulated runtime) with a worker per
 //! pod. Mirrors upstream's `pkg/kubelet` (`kubelet.go` syncLoop, pod workers, node status,
-//! node lease, prober, server, volume manager); exec/attach streaming is not built yet (see
-//! the book).
+//! node lease, prober, server with its streaming endpoints, volume manager).
 
 pub mod config;
 pub mod env;
