@@ -6,25 +6,21 @@
 //! CRI streaming proxy. A SPDY request (kubectl before 1.31, and the fallback after) is
 //! proxied byte for byte to the URL CRI `Exec`/`Attach`/`PortForward` returns, as upstream
 //! does. A WebSocket request (`v5.channel.k8s.io`, what kubectl 1.31+ tries first) ends
-//! here: a command with neither stdin nor a TTY runs through CRI `ExecSync` and its output
-//! arrives when it ends; anything else is translated to SPDY toward the runtime's URL
-//! ([`crate::stream::remotecommand::translate`]). Leaves out port-forward over WebSocket
-//! (kubectl falls back to SPDY) and authorization of the caller (any client the CA signed may
-//! stream).
+//! here and is translated to SPDY toward the runtime's URL
+//! ([`crate::stream::remotecommand::translate`]), because containerd's streaming server
+//! speaks WebSocket only up to v4, which cannot close stdin. Leaves out port-forward over
+//! WebSocket (kubectl falls back to SPDY) and authorization of the caller (any client the CA
+//! signed may stream).
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use k8s_cri::v1 as cri;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::server::{Options, Running, reply};
 use super::spec::{self, PodRef};
 use crate::runtime::cri::Cri;
-use crate::stream::remotecommand::{self as rc, STDERR, STDOUT};
+use crate::stream::remotecommand as rc;
 use crate::stream::{Body, proxy, spdy};
 
 /// Which streaming endpoint a request is for.
@@ -141,9 +137,6 @@ pub async fn serve(
                     format!("container {container} is not running in pod {ns}/{pod}"),
                 );
             };
-            if kind == Kind::Exec && websocket && !opts.stdin && !opts.tty {
-                return exec_sync(req.headers(), upgrade, cri, id, opts);
-            }
             if kind == Kind::Exec {
                 cri.exec(&id, &opts.command, opts.streams()).await
             } else {
@@ -222,68 +215,4 @@ async fn proxy_spdy(
         Ok(r) => r,
         Err(e) => text(StatusCode::BAD_GATEWAY, super::chain(&e)),
     }
-}
-
-/// A command with no stdin and no TTY over WebSocket: CRI `ExecSync`, its output on the
-/// stdout and stderr channels once it ends, then its exit status.
-fn exec_sync(
-    headers: &http::HeaderMap,
-    upgrade: Option<OnUpgrade>,
-    mut cri: Cri,
-    id: String,
-    opts: rc::Options,
-) -> Response<Body> {
-    let Some(protocol) = rc::negotiate(headers) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "no WebSocket subprotocol in common: klab serves v5.channel.k8s.io and v4.channel.k8s.io",
-        );
-    };
-    let Some(resp) = rc::accept(headers, protocol) else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-    };
-    tokio::spawn(async move {
-        let Some(up) = upgrade else { return };
-        let Some(mut ws) = rc::open(up).await else {
-            return;
-        };
-        if !rc::ready(&mut ws, &opts).await {
-            return;
-        }
-        let cmd: Vec<&str> = opts.command.iter().map(String::as_str).collect();
-        let run = cri.exec_sync(&id, &cmd, Duration::ZERO);
-        let mut run = std::pin::pin!(run);
-        // Keep reading while the command runs: pings are answered, a client that leaves ends it.
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                m = ws.next() => match m {
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                    Some(Ok(_)) => {}
-                },
-            }
-        };
-        let status = match result {
-            Ok((code, out, err)) => {
-                use futures::SinkExt;
-                if opts.stdout && !out.is_empty() {
-                    let _ = ws.send(rc::message(STDOUT, &out)).await;
-                }
-                if opts.stderr && !err.is_empty() {
-                    let _ = ws.send(rc::message(STDERR, &err)).await;
-                }
-                if code == 0 {
-                    rc::success()
-                } else {
-                    rc::exit_code(&opts.command, code)
-                }
-            }
-            Err(e) => rc::failure(&format!(
-                "error executing command in container: {}",
-                super::chain(&e)
-            )),
-        };
-        rc::finish(&mut ws, &status).await;
-    });
-    resp
 }

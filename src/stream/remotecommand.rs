@@ -143,24 +143,8 @@ pub fn message(channel: u8, data: &[u8]) -> Message {
     Message::Binary(b.into())
 }
 
-/// The error channel's Status for a command that ended well.
-pub fn success() -> Value {
-    json!({"metadata": {}, "status": "Success"})
-}
-
-/// The error channel's Status for a command that exited non-zero: kubectl prints `command
-/// terminated with exit code N` and exits with N.
-pub fn exit_code(command: &[String], code: i32) -> Value {
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-    })
-}
-
-/// The error channel's Status for a command that could not run at all.
+/// The error channel's Status for a session that failed on klab's side (the runtime's own
+/// Status, `Success` or `NonZeroExitCode` with the exit code, is passed on as it came).
 pub fn failure(message: &str) -> Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
@@ -176,19 +160,6 @@ pub async fn ready(ws: &mut Ws, o: &Options) -> bool {
         ERROR
     };
     ws.send(message(ch, &[])).await.is_ok()
-}
-
-/// Ends the session: the Status on the error channel, then a normal close.
-pub async fn finish(ws: &mut Ws, status: &Value) {
-    let body = serde_json::to_vec(status).unwrap_or_default();
-    let _ = ws.send(message(ERROR, &body)).await;
-    let _ = ws
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
-        .await;
-    let _ = ws.close(None).await;
 }
 
 /// Joins kubectl's WebSocket to the runtime's SPDY session, both speaking RemoteCommand:
@@ -285,12 +256,5 @@ mod tests {
             "channel.k8s.io".parse().unwrap(),
         );
         assert_eq!(negotiate(&h), None);
-    }
-
-    #[test]
-    fn exit_status_as_kubectl_reads_it() {
-        let s = exit_code(&["sh".into(), "-c".into(), "exit 3".into()], 3);
-        assert_eq!(s["reason"], "NonZeroExitCode");
-        assert_eq!(s["details"]["causes"][0]["message"], "3");
     }
 }

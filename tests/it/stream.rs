@@ -322,6 +322,27 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         "kubectl exec talk -c c -- sh -c 'echo out; exit 3'",
         &out,
     );
+    // Exec output streams while the command runs: "early" arrives before "late" is written,
+    // and "late" only after a second exec lets the first one go on.
+    let mut long = Command::new("kubectl")
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(["exec", "talk", "-c", "c", "--", "sh", "-c"])
+        .arg("echo early; while [ ! -f /tmp/stop ]; do sleep 0.2; done; echo late")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut long_out = BufReader::new(long.stdout.take().unwrap());
+    let mut line = String::new();
+    long_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "early\n");
+    let out = k(&["exec", "talk", "-c", "c", "--", "touch", "/tmp/stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    line.clear();
+    long_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "late\n");
+    assert!(long.wait().unwrap().success());
+
     let apiserver_log = std::fs::read_to_string(&c.log).unwrap();
     assert!(
         apiserver_log.contains(r#"verb="GET" URI="/api/v1/namespaces/default/pods/talk/exec?"#),
