@@ -392,13 +392,13 @@ pub struct ApiserverArgs {
     /// not verified, as upstream)
     #[arg(long, value_name = "FILE")]
     pub kubelet_certificate_authority: Option<PathBuf>,
-    /// The order of Node address types to reach a kubelet by (klab puts InternalIP first:
-    /// node hostnames rarely resolve on a lab machine)
+    /// The order of Node address types to reach a kubelet by (where node names do not
+    /// resolve, put InternalIP first)
     #[arg(
         long,
         value_name = "TYPES",
         value_delimiter = ',',
-        default_value = "InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP"
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
     )]
     pub kubelet_preferred_address_types: Vec<String>,
 }

@@ -170,7 +170,11 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let log = root.with_extension("log");
     let endpoint = format!("--container-runtime-endpoint=unix://{}", socket.display());
     let port = crate::free_port();
-    let kubelet = start_kubelet(c, root, port, &[&endpoint]);
+    let serving = [
+        format!("--tls-cert-file={}", c.path("apiserver.crt")),
+        format!("--tls-private-key-file={}", c.path("apiserver.key")),
+    ];
+    let kubelet = start_kubelet(c, root, port, &[&endpoint, &serving[0], &serving[1]]);
     wait_for("node Ready", 60, &log, || node_ready(c));
     apply(c, "talk", TALK);
     apply(c, "again", AGAIN);
@@ -492,6 +496,15 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         );
     }
     crate::snap!("stream_kubectl", t.replace(&port_text, "127.0.0.1:10250"));
+
+    // A kubelet with a self-signed certificate is refused: --kubelet-certificate-authority.
+    let _self_signed = start_kubelet(c, root, port, &[&endpoint]);
+    let refused = wait_for("the self-signed kubelet refused", 60, &log, || {
+        let out = k(&["logs", "talk", "-c", "c"]);
+        let t = text(&out);
+        (!out.status.success() && t.contains("tls handshake")).then_some(t)
+    });
+    assert!(refused.contains("invalid peer certificate"), "{refused}");
 }
 
 #[test]
@@ -522,6 +535,10 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
         &[
             "--kubelet-client-certificate={dir}/admin.crt",
             "--kubelet-client-key={dir}/admin.key",
+            // The node's name (kl-node) does not resolve here: its InternalIP does the job.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            // The kubelet serves a certificate from the cluster's CA (for 127.0.0.1).
+            "--kubelet-certificate-authority={dir}/ca.crt",
         ],
     ) else {
         return;
