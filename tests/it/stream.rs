@@ -183,11 +183,18 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         status_of(c, "talk").filter(|s| s["phase"] == "Running")
     });
     let k = |args: &[&str]| c.kubectl_with(Path::new("kubectl"), args);
-    wait_for("talk's first lines", 30, &log, || {
-        let out = k(&["logs", "talk", "-c", "c"]);
-        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("three"))
-            .then_some(())
-    });
+    for (container, line) in [("c", "three"), ("side", "from the side")] {
+        wait_for(
+            &format!("talk's {container} to write {line:?}"),
+            30,
+            &log,
+            || {
+                let out = k(&["logs", "talk", "-c", container]);
+                (out.status.success() && String::from_utf8_lossy(&out.stdout).contains(line))
+                    .then_some(())
+            },
+        );
+    }
     let mut t = String::new();
 
     // Logs, through the API server to the kubelet's /containerLogs.
@@ -397,17 +404,24 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             status_of(c, pod).filter(|s| s["phase"] == "Running")
         });
     }
-    let out = kubectl_in(
-        c,
-        "timeout",
-        &["60", "kubectl", "attach", "-i", "chat", "-c", "c"],
-        b"one\n",
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("heard one"),
-        "{}",
-        text(&out)
-    );
+    // stdin stays open until the answer is back: closing it may end the session first.
+    let mut attach = Command::new("kubectl")
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(["attach", "-i", "chat", "-c", "c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_chat = attach.stdin.take().unwrap();
+    to_chat.write_all(b"one\n").unwrap();
+    let mut from_chat = BufReader::new(attach.stdout.take().unwrap());
+    let mut heard = String::new();
+    from_chat.read_line(&mut heard).unwrap();
+    assert_eq!(heard, "heard one\n");
+    let _ = attach.kill();
+    let _ = attach.wait();
+    drop(to_chat);
 
     // port-forward: kubectl's WebSocket attempt is refused, it falls back to SPDY, which the
     // kubelet passes on to containerd.
