@@ -764,7 +764,8 @@ pub struct KubeletArgs {
     /// Unique identifier of the node in the machine database of a cloud provider (spec.providerID)
     #[arg(long, value_name = "ID")]
     pub provider_id: Option<String>,
-    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs)
+    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs, /exec, /attach,
+    /// /portForward)
     /// (default: 10250)
     #[arg(long)]
     pub port: Option<u16>,

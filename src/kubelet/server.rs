@@ -247,6 +247,19 @@ fn container_logs(o: &Options, running: &Running, path: &str, query: &str) -> Re
     let q: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
+    let known = pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == container)
+    });
+    if !known {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("container {container} is not in pod {ns}/{name}\n"),
+        );
+    }
     let pod_ref = PodRef::of(&pod);
     let dir = pod_ref.log_dir(&o.root).join(container);
     let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
