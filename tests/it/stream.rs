@@ -354,6 +354,35 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     assert_eq!(line, "late\n");
     assert!(long.wait().unwrap().success());
 
+    // kubectl cp is tar over exec: binary stdin one way, binary stdout the other.
+    let there = c.dir.path().join("to-copy.txt");
+    std::fs::write(&there, "copied in and out\n").unwrap();
+    kubectl(
+        c,
+        &[
+            "cp",
+            there.to_str().unwrap(),
+            "talk:/tmp/copied.txt",
+            "-c",
+            "c",
+        ],
+    );
+    let back = c.dir.path().join("copied-back.txt");
+    kubectl(
+        c,
+        &[
+            "cp",
+            "talk:/tmp/copied.txt",
+            back.to_str().unwrap(),
+            "-c",
+            "c",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "copied in and out\n"
+    );
+
     let apiserver_log = std::fs::read_to_string(&c.log).unwrap();
     assert!(
         apiserver_log.contains(r#"verb="GET" URI="/api/v1/namespaces/default/pods/talk/exec?"#),
