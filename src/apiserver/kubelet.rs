@@ -8,8 +8,7 @@
 //! serving certificate checked against `--kubelet-certificate-authority` when given). Upgrade
 //! requests (WebSocket or SPDY) pass through byte for byte, as upstream's
 //! `UpgradeAwareHandler`; klab has no `StreamTranslatorHandler`: its kubelet speaks WebSocket
-//! itself. Leaves out `insecureSkipTLSVerifyBackend`, `sinceTime` and the kubelet's
-//! `pods/proxy` and `nodes/proxy`.
+//! itself. Leaves out `insecureSkipTLSVerifyBackend`, `pods/proxy` and `nodes/proxy`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -349,6 +348,7 @@ pub(super) async fn log(ctx: &Ctx, pods: &Resource) -> Result<Resp, ApiError> {
             "timestamps",
             "tailLines",
             "sinceSeconds",
+            "sinceTime",
             "limitBytes",
         ] {
             if let Some(v) = ctx.query.get(k) {

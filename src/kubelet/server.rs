@@ -1,9 +1,9 @@
 //! The kubelet's HTTPS server on :10250: `/healthz`, `/pods` (the pods this kubelet runs, as a
 //! PodList), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
-//! `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
+//! `sinceSeconds`, `sinceTime`, `limitBytes`, `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
 //! and `/portForward` ([`super::stream`]). Clients authenticate with a certificate signed by
 //! `--client-ca-file` when it is given. Mirrors upstream's `pkg/kubelet/server`; leaves out
-//! authorization (SubjectAccessReview), `sinceSeconds`, `limitBytes` and `/stats/summary`.
+//! authorization (SubjectAccessReview) and `/stats/summary`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -124,15 +124,69 @@ pub(super) fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Re
     r
 }
 
+/// What `kubectl logs` asks of a log besides the container: `timestamps`, `tailLines`,
+/// `sinceSeconds`/`sinceTime` and `limitBytes`.
+#[derive(Debug, Default, Clone)]
+pub struct LogOptions {
+    pub timestamps: bool,
+    pub tail: Option<usize>,
+    /// Lines written before this are left out.
+    pub since: Option<time::OffsetDateTime>,
+    /// At most this many bytes are sent.
+    pub limit: Option<usize>,
+}
+
+impl LogOptions {
+    fn from_query(q: &BTreeMap<String, String>) -> LogOptions {
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let since_seconds = q
+            .get("sinceSeconds")
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|s| time::OffsetDateTime::now_utc() - time::Duration::seconds(s));
+        let since_time = q
+            .get("sinceTime")
+            .and_then(|t| time::OffsetDateTime::parse(t, rfc3339).ok());
+        LogOptions {
+            timestamps: q.get("timestamps").is_some_and(|v| v == "true" || v == "1"),
+            tail: q.get("tailLines").and_then(|t| t.parse().ok()),
+            since: since_seconds.or(since_time),
+            limit: q.get("limitBytes").and_then(|t| t.parse().ok()),
+        }
+    }
+}
+
+/// At most `limit` bytes of `text`, cut at a character boundary.
+fn cut(text: &mut String, limit: usize) {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 /// Turns CRI log lines (`<time> <stream> <P|F> <text>`) into the lines kubectl logs shows:
-/// partial lines (`P`) joined to the next full one, optionally with their timestamps.
+/// partial lines (`P`) joined to the next full one, optionally with their timestamps, those
+/// written before `since` left out.
 #[derive(Debug, Default)]
 struct LogLines {
     timestamps: bool,
+    since: Option<time::OffsetDateTime>,
     partial: String,
+    /// Whether the line being joined is one to leave out (decided at its first part).
+    skipped: Option<bool>,
 }
 
 impl LogLines {
+    fn new(o: &LogOptions) -> LogLines {
+        LogLines {
+            timestamps: o.timestamps,
+            since: o.since,
+            ..Default::default()
+        }
+    }
+
     /// One CRI line; a finished kubectl line when this one ends it.
     fn push(&mut self, l: &str) -> Option<String> {
         let mut parts = l.splitn(4, ' ');
@@ -141,25 +195,38 @@ impl LogLines {
             return None;
         };
         let text = parts.next().unwrap_or_default();
+        let skipped = *self.skipped.get_or_insert_with(|| {
+            self.since.is_some_and(|since| {
+                time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|t| t < since)
+            })
+        });
         if self.partial.is_empty() && self.timestamps {
             self.partial.push_str(ts);
             self.partial.push(' ');
         }
         self.partial.push_str(text);
-        (tag == "F").then(|| format!("{}\n", std::mem::take(&mut self.partial)))
+        if tag != "F" {
+            return None;
+        }
+        self.skipped = None;
+        let line = format!("{}\n", std::mem::take(&mut self.partial));
+        (!skipped).then_some(line)
     }
 }
 
 /// The text of one CRI log file (`<time> <stream> <P|F> <text>` per line), as kubectl logs
-/// shows it: partial lines joined, optionally with their timestamps, the last `tail` lines.
-pub fn render_log(raw: &str, timestamps: bool, tail: Option<usize>) -> String {
-    let mut r = LogLines {
-        timestamps,
-        ..Default::default()
-    };
+/// shows it: partial lines joined, optionally with their timestamps, from `since`, the last
+/// `tail` lines, at most `limit` bytes.
+pub fn render_log(raw: &str, o: &LogOptions) -> String {
+    let mut r = LogLines::new(o);
     let lines: Vec<String> = raw.lines().filter_map(|l| r.push(l)).collect();
-    let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
-    lines[skip..].concat()
+    let skip = o.tail.map_or(0, |t| lines.len().saturating_sub(t));
+    let mut text = lines[skip..].concat();
+    if let Some(limit) = o.limit {
+        cut(&mut text, limit);
+    }
+    text
 }
 
 /// The bytes of `path` from `offset` up to the last newline, and the offset after it.
@@ -186,6 +253,8 @@ struct Followed {
     path: PathBuf,
     offset: u64,
     lines: LogLines,
+    /// Bytes still allowed by `limitBytes`.
+    left: Option<usize>,
     cri: Option<Cri>,
     uid: String,
     container: String,
@@ -210,11 +279,15 @@ async fn follow(mut f: Followed, tx: mpsc::Sender<Result<Frame<Bytes>, Infallibl
         tick = tick.wrapping_add(1);
         let (raw, next) = complete_lines(&f.path, f.offset);
         f.offset = next;
-        let text: String = raw.lines().filter_map(|l| f.lines.push(l)).collect();
+        let mut text: String = raw.lines().filter_map(|l| f.lines.push(l)).collect();
+        if let Some(left) = f.left.as_mut() {
+            cut(&mut text, *left);
+            *left -= text.len();
+        }
         if !text.is_empty() && tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
             return;
         }
-        if !alive {
+        if !alive || f.left == Some(0) {
             return;
         }
         tokio::select! {
@@ -294,22 +367,23 @@ fn container_logs(o: &Options, running: &Running, path: &str, query: &str) -> Re
         return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n"));
     };
     let file = dir.join(format!("{attempt}.log"));
-    let tail = q.get("tailLines").and_then(|t| t.parse().ok());
-    let ts = on("timestamps");
+    let opts = LogOptions::from_query(&q);
     if !on("follow") || previous {
         let raw = std::fs::read_to_string(&file).unwrap_or_default();
-        return reply(StatusCode::OK, "text/plain", render_log(&raw, ts, tail));
+        return reply(StatusCode::OK, "text/plain", render_log(&raw, &opts));
     }
     let (raw, offset) = complete_lines(&file, 0);
-    let first = render_log(&raw, ts, tail);
+    let first = render_log(&raw, &opts);
+    let left = opts.limit.map(|l| l.saturating_sub(first.len()));
+    if left == Some(0) {
+        return reply(StatusCode::OK, "text/plain", first);
+    }
     let (tx, rx) = mpsc::channel(16);
     let followed = Followed {
         path: file,
         offset,
-        lines: LogLines {
-            timestamps: ts,
-            ..Default::default()
-        },
+        lines: LogLines::new(&opts),
+        left,
         cri: o.cri.clone(),
         uid: pod_ref.uid,
         container: container.to_owned(),
@@ -402,11 +476,30 @@ mod tests {
     #[test]
     fn cri_log_lines_become_kubectl_logs() {
         let raw = "2026-01-01T00:00:00.1Z stdout F one\n2026-01-01T00:00:01.1Z stdout P tw\n2026-01-01T00:00:01.2Z stdout F o\n2026-01-01T00:00:02Z stderr F three\n";
-        assert_eq!(render_log(raw, false, None), "one\ntwo\nthree\n");
-        assert_eq!(render_log(raw, false, Some(1)), "three\n");
+        let o = |timestamps, tail| LogOptions {
+            timestamps,
+            tail,
+            ..Default::default()
+        };
+        assert_eq!(render_log(raw, &o(false, None)), "one\ntwo\nthree\n");
+        assert_eq!(render_log(raw, &o(false, Some(1))), "three\n");
         assert_eq!(
-            render_log(raw, true, Some(1)),
+            render_log(raw, &o(true, Some(1))),
             "2026-01-01T00:00:02Z three\n"
         );
+        let since = LogOptions {
+            since: Some(time::macros::datetime!(2026-01-01 00:00:01 UTC)),
+            ..Default::default()
+        };
+        assert_eq!(
+            render_log(raw, &since),
+            "two\nthree\n",
+            "a joined line counts from its first part"
+        );
+        let limited = LogOptions {
+            limit: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(render_log(raw, &limited), "one\ntw");
     }
 }

@@ -208,6 +208,24 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             "kubectl logs talk -c side",
             &["logs", "talk", "-c", "side"][..],
         ),
+        (
+            "kubectl logs talk -c c --limit-bytes=8",
+            &["logs", "talk", "-c", "c", "--limit-bytes=8"][..],
+        ),
+        (
+            "kubectl logs talk -c c --since=1h",
+            &["logs", "talk", "-c", "c", "--since=1h"][..],
+        ),
+        (
+            "kubectl logs talk -c c --since-time=2100-01-01T00:00:00Z",
+            &[
+                "logs",
+                "talk",
+                "-c",
+                "c",
+                "--since-time=2100-01-01T00:00:00Z",
+            ][..],
+        ),
     ] {
         let out = k(args);
         assert!(out.status.success(), "{shown}: {}", text(&out));
