@@ -115,6 +115,17 @@ pub async fn serve(
             "port-forward over WebSocket is not built in klab's kubelet; use SPDY/3.1",
         );
     }
+    let protocol = if websocket {
+        let Some(p) = rc::negotiate(req.headers()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "no WebSocket subprotocol in common: klab serves v5.channel.k8s.io and v4.channel.k8s.io",
+            );
+        };
+        p
+    } else {
+        ""
+    };
     let upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let url = match kind {
         Kind::PortForward => {
@@ -147,21 +158,12 @@ pub async fn serve(
     let url = match url {
         Ok(u) => u,
         Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                super::chain(&e).to_string(),
-            );
+            return text(StatusCode::INTERNAL_SERVER_ERROR, super::chain(&e));
         }
     };
     if spdy {
         return proxy_spdy(&url, req, upgrade).await;
     }
-    let Some(protocol) = rc::negotiate(req.headers()) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "no WebSocket subprotocol in common: klab serves v5.channel.k8s.io and v4.channel.k8s.io",
-        );
-    };
     let session = match spdy::connect(&url, opts.streams()).await {
         Ok(s) => s,
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, super::chain(&e)),
