@@ -183,7 +183,10 @@ fn apiserver(p: &Plan) -> Value {
         // klab signs each kubelet's serving certificate with the cluster CA, so the API server
         // can verify kubelets (kubeadm leaves this out and trusts any kubelet certificate).
         ("kubelet-certificate-authority", p.pki("ca.crt")),
-        ("kubelet-client-certificate", p.pki("apiserver-kubelet-client.crt")),
+        (
+            "kubelet-client-certificate",
+            p.pki("apiserver-kubelet-client.crt"),
+        ),
         ("kubelet-client-key", p.pki("apiserver-kubelet-client.key")),
         (
             "kubelet-preferred-address-types",

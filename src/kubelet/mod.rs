@@ -267,19 +267,21 @@ async fn register_then_heartbeat(
     register: bool,
 ) {
     let mut delay = Duration::from_millis(200);
-    while register {
-        match node::register(&client, &id, &root).await {
-            Ok(()) => {
-                eprintln!(
-                    "kubelet: node {} registered ({})",
-                    id.name, id.runtime_version
-                );
-                break;
-            }
-            Err(e) => {
-                eprintln!("kubelet: {} (retrying in {delay:?})", chain(&e));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+    if register {
+        loop {
+            match node::register(&client, &id, &root).await {
+                Ok(()) => {
+                    eprintln!(
+                        "kubelet: node {} registered ({})",
+                        id.name, id.runtime_version
+                    );
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("kubelet: {} (retrying in {delay:?})", chain(&e));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }

@@ -190,11 +190,12 @@ impl LogLines {
     /// One CRI line; a finished kubectl line when this one ends it.
     fn push(&mut self, l: &str) -> Option<String> {
         let mut parts = l.splitn(4, ' ');
-        let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
             // Not CRI's format: a host process's own output (see kubelet::process), as is.
-            return Some(format!("{l}
-"));
+            return Some(format!(
+                "{l}
+"
+            ));
         };
         if !matches!(stream, "stdout" | "stderr") || !matches!(tag, "P" | "F") {
             return Some(format!("{l}\n"));

@@ -380,8 +380,8 @@ fn klab_layer(exe: &Path, work_dir: &Path) -> Result<Vec<u8>, Error> {
                 .to_string()
                 .trim_start_matches('/')
                 .to_string();
-            if !files.contains_key(&key) {
-                files.insert(key, (read(&lib)?, 0o755));
+            if let std::collections::btree_map::Entry::Vacant(e) = files.entry(key) {
+                e.insert((read(&lib)?, 0o755));
             }
         }
     }
