@@ -541,6 +541,25 @@ pub struct ApiserverArgs {
     /// Legacy plain-HTTP port on 127.0.0.1 with NO authentication or authorization (0 = off)
     #[arg(long, default_value_t = 0)]
     pub insecure_port: u16,
+    /// Client certificate the API server presents to kubelets (logs, exec, attach, port-forward)
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Private key of --kubelet-client-certificate
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA that signs the kubelets' serving certificates (unset: the kubelet's certificate is
+    /// not verified, as upstream)
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// The order of Node address types to reach a kubelet by (where node names do not
+    /// resolve, put InternalIP first)
+    #[arg(
+        long,
+        value_name = "TYPES",
+        value_delimiter = ',',
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
 }
 
 /// kube-proxy's flags: upstream's names with upstream's meaning (iptables mode only). They are
@@ -969,7 +988,8 @@ pub struct KubeletArgs {
     /// Unique identifier of the node in the machine database of a cloud provider (spec.providerID)
     #[arg(long, value_name = "ID")]
     pub provider_id: Option<String>,
-    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs)
+    /// The port of the kubelet's HTTPS server (/healthz, /pods, /containerLogs, /exec, /attach,
+    /// /portForward)
     /// (default: 10250)
     #[arg(long)]
     pub port: Option<u16>,

@@ -33,6 +33,9 @@
 //! - [`cluster`]: `klab up`/`down`/`status`: the PKI, kubeconfigs and static pod manifests
 //!   kubeadm writes, the node's daemons (containerd, kubelets), the add-ons.
 //! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
+//! - [`stream`]: the streaming protocols of `kubectl logs -f`, `exec` and `attach`, shared by
+//!   the API server and the kubelet: an upgrade-aware proxy hop, RemoteCommand over
+//!   WebSocket, and a SPDY/3.1 client for the runtime's streaming server.
 //! - [`api`]: small pure helpers shared by everything (durations as Kubernetes prints them).
 //!
 //! The architecture chapter of the book (`book/src/architecture.md`) is the long form of
@@ -55,6 +58,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod stream;
 pub mod tools;
 
 /// Runs one parsed command line. The only place where library errors become `anyhow` errors.

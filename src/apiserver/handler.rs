@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::upgrade::OnUpgrade;
 use serde_json::Value;
 
 use super::authn::UserInfo;
@@ -36,6 +37,11 @@ pub struct Ctx {
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The query as sent, for parameters that repeat (`command=sh&command=-c`).
+    pub raw_query: String,
+    /// The client's side of a protocol switch (exec, attach, port-forward), taken by the
+    /// handler that answers 101.
+    pub upgrade: std::sync::Mutex<Option<OnUpgrade>>,
 }
 
 impl Ctx {
@@ -219,11 +225,20 @@ pub async fn handle(
         .unwrap_or_default();
     let query = request::parse_query(req.uri().query());
     let info = request::info(&method, req.uri().path(), &query);
-    let (parts, body) = req.into_parts();
+    let raw_query = req.uri().query().unwrap_or_default().to_owned();
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<OnUpgrade>();
     let (user, resp) = match authenticate(&state, &peer, &parts.headers, parts.uri.path()).await {
         Err(e) => (None, error(&e)),
         Ok(user) => {
-            let resp = match route(&state, &peer, &user, &info, query, parts.headers, body).await {
+            let request = Incoming {
+                query,
+                raw_query,
+                headers: parts.headers,
+                body,
+                upgrade,
+            };
+            let resp = match route(&state, &peer, &user, &info, request).await {
                 Ok(r) => r,
                 Err(e) => error(&e),
             };
@@ -298,15 +313,29 @@ async fn impersonate(
     )))
 }
 
+/// What `route` gets of the request besides its attributes.
+struct Incoming {
+    query: Query,
+    raw_query: String,
+    headers: HeaderMap,
+    body: hyper::body::Incoming,
+    upgrade: Option<OnUpgrade>,
+}
+
 async fn route(
     state: &Arc<State>,
     peer: &Peer,
     user: &UserInfo,
     info: &RequestInfo,
-    query: Query,
-    headers: HeaderMap,
-    body: hyper::body::Incoming,
+    request: Incoming,
 ) -> Result<Resp, ApiError> {
+    let Incoming {
+        query,
+        raw_query,
+        headers,
+        body,
+        upgrade,
+    } = request;
     let impersonated = impersonate(state, user, &headers).await?;
     let user = impersonated.as_ref().unwrap_or(user);
     if !matches!(peer, Peer::Insecure) {
@@ -337,6 +366,8 @@ async fn route(
         query,
         headers,
         body,
+        raw_query,
+        upgrade: std::sync::Mutex::new(upgrade),
     };
     rest::dispatch(ctx).await
 }

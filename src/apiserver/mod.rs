@@ -19,6 +19,7 @@ pub mod delete;
 pub mod devpki;
 pub mod discovery;
 pub mod handler;
+pub mod kubelet;
 pub mod list;
 pub mod openapi;
 pub mod patch;
@@ -68,6 +69,8 @@ pub enum ApiserverError {
     NodePortRange(String),
     #[error("writing the default objects (namespaces, RBAC roles, the kubernetes service)")]
     Bootstrap(#[source] bootstrap::BootstrapError),
+    #[error("setting up the client of kubelets")]
+    KubeletClient(#[from] kubelet::KubeletClientError),
     #[error("listening on {addr}")]
     Listen {
         addr: String,
@@ -92,6 +95,8 @@ pub struct State {
     pub node_ports: (u16, u16),
     pub advertise: String,
     pub secure_port: u16,
+    /// How to reach kubelets for logs, exec, attach and port-forward.
+    pub kubelet: kubelet::KubeletClient,
 }
 
 fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -160,6 +165,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         &args.service_account_key_file,
         &args.service_account_issuer,
     )?;
+    let kubelet = kubelet::KubeletClient::from_flags(&args)?;
     let store = storage::Store::connect(&args).await?;
     let advertise = args.advertise_address.clone().unwrap_or_else(|| {
         if args.bind_address == "0.0.0.0" {
@@ -180,6 +186,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         node_ports,
         advertise,
         secure_port: args.secure_port,
+        kubelet,
     });
     // etcd may still be starting (static pods start together): retry for a minute, as
     // upstream's storage layer does, before giving up.

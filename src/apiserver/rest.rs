@@ -4,7 +4,8 @@
 //! Mirrors the apiserver's generic registry (`registry/generic/registry.Store`) and the
 //! handlers in `endpoints/handlers`. The verbs live beside this file: [`super::list`],
 //! [`super::watch`], [`super::write`] (create, update, patch), [`super::delete`] and
-//! [`super::subresources`] (token, eviction, binding, scale).
+//! [`super::subresources`] (token, eviction, binding, scale) and [`super::kubelet`] (log, exec,
+//! attach, portforward, proxied to the node's kubelet).
 
 use serde_json::{Value, json};
 
@@ -159,9 +160,10 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
         ("create", "") => create(&ctx, res).await,
         ("create", "token") => token_request(&ctx, res).await,
         ("create", "eviction") => evict(&ctx, res).await,
-        (_, "log" | "exec" | "attach" | "portforward") => Err(ApiError::unavailable(format!(
-            "pods/{sub} is not built in klab yet: the API server does not proxy to kubelets (--kubelet-client-certificate); it arrives with the kubelet"
-        ))),
+        ("get", "log") => super::kubelet::log(&ctx, res).await,
+        ("get" | "create", "exec" | "attach" | "portforward") => {
+            super::kubelet::stream(&ctx, res, sub).await
+        }
         ("create", "binding") => {
             let b = body::decode(ctx.content_type(), &ctx.body)?;
             bind(&ctx, &info.name, &b).await

@@ -64,7 +64,7 @@ where
         async move { Ok::<_, Infallible>(handler::handle(state, peer, remote, req).await) }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;
 }
 

@@ -93,10 +93,11 @@ fn node_status(nd: &Value) -> String {
     let ready = arr(nd, "/status/conditions")
         .iter()
         .find(|c| s(c, "/type") == "Ready")
+        // As upstream's printNode: Ready when True, NotReady for False *and* Unknown (a node
+        // whose kubelet stopped reporting); Unknown only without a Ready condition at all.
         .map(|c| match s(c, "/status") {
             "True" => "Ready",
-            "False" => "NotReady",
-            _ => "Unknown",
+            _ => "NotReady",
         })
         .unwrap_or("Unknown");
     if nd.pointer("/spec/unschedulable") == Some(&json!(true)) {

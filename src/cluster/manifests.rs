@@ -180,6 +180,18 @@ fn apiserver(p: &Plan) -> Value {
         ("etcd-certfile", p.pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", p.pki("apiserver-etcd-client.key")),
         ("etcd-servers", format!("https://127.0.0.1:{STORE_PORT}")),
+        // klab signs each kubelet's serving certificate with the cluster CA, so the API server
+        // can verify kubelets (kubeadm leaves this out and trusts any kubelet certificate).
+        ("kubelet-certificate-authority", p.pki("ca.crt")),
+        (
+            "kubelet-client-certificate",
+            p.pki("apiserver-kubelet-client.crt"),
+        ),
+        ("kubelet-client-key", p.pki("apiserver-kubelet-client.key")),
+        (
+            "kubelet-preferred-address-types",
+            "InternalIP,ExternalIP,Hostname".into(),
+        ),
         ("secure-port", p.api_port.to_string()),
         (
             "service-account-issuer",

@@ -2,8 +2,7 @@
 //! watches the pods bound to it (field selector `spec.nodeName`) and the static pods of
 //! --pod-manifest-path, and runs each through CRI (or the simulated runtime) with a worker per
 //! pod. Mirrors upstream's `pkg/kubelet` (`kubelet.go` syncLoop, pod workers, node status,
-//! node lease, prober, server, volume manager); exec/attach streaming is not built yet (see
-//! the book).
+//! node lease, prober, server with its streaming endpoints, volume manager).
 
 pub mod config;
 pub mod dns;
@@ -18,6 +17,7 @@ pub mod simulated;
 pub mod spec;
 pub mod static_pods;
 pub mod status;
+pub mod stream;
 pub mod sync;
 pub mod volumes;
 pub mod worker;
@@ -300,12 +300,14 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         source,
     })?;
     let ip = args.node_ip.clone().unwrap_or_else(node::detect_ip);
+    let port = args.port.unwrap_or(10250);
     let id = node::Identity {
         name: node.clone(),
         ip: ip.clone(),
         labels: labels(&args, &node)?,
         provider_id: args.provider_id.clone(),
         runtime_version,
+        port,
     };
     // Register and heartbeat in the background: on a control-plane node the API server is
     // one of the static pods this kubelet is about to start, so it cannot be waited for.
@@ -321,12 +323,13 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let address: std::net::IpAddr = address.parse().map_err(|_| Error::Address(address))?;
     let listener = tokio::spawn(server::serve(
         server::Options {
-            addr: std::net::SocketAddr::new(address, args.port.unwrap_or(10250)),
+            addr: std::net::SocketAddr::new(address, port),
             cert: args.tls_cert_file.clone(),
             key: args.tls_private_key_file.clone(),
             client_ca: args.client_ca_file.clone(),
             root: args.root_dir.clone(),
             node: node.clone(),
+            cri: cri.clone(),
         },
         running.clone(),
     ));

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -35,6 +36,9 @@ pub struct Identity {
     pub provider_id: Option<String>,
     /// `containerd://1.6.20`, or `simulated://` on the simulated runtime.
     pub runtime_version: String,
+    /// The port of the :10250 server, published as `status.daemonEndpoints` so the API server
+    /// knows where to send logs and exec.
+    pub port: u16,
 }
 
 fn read(path: &str) -> String {
@@ -200,6 +204,11 @@ pub fn status(
                 })
                 .collect(),
         ),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(id.port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: std::env::consts::ARCH
                 .replace("x86_64", "amd64")

@@ -286,6 +286,69 @@ impl Cri {
         Ok((r.exit_code, r.stdout, r.stderr))
     }
 
+    /// `Exec`: asks the runtime's streaming server for a URL where this command will run
+    /// with the given streams; the caller speaks the streaming protocol to that URL.
+    pub async fn exec(
+        &mut self,
+        id: &str,
+        cmd: &[String],
+        (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
+    ) -> Result<String, Error> {
+        let req = cri::ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.to_vec(),
+            tty,
+            stdin,
+            stdout,
+            // With a TTY, stderr is merged into stdout, and the runtime refuses both.
+            stderr: stderr && !tty,
+        };
+        Ok(self
+            .runtime
+            .exec(req)
+            .await
+            .map_err(cri_err("Exec"))?
+            .into_inner()
+            .url)
+    }
+
+    /// `Attach`: a streaming URL for the container's own stdio.
+    pub async fn attach(
+        &mut self,
+        id: &str,
+        (stdin, stdout, stderr, tty): (bool, bool, bool, bool),
+    ) -> Result<String, Error> {
+        let req = cri::AttachRequest {
+            container_id: id.into(),
+            stdin,
+            tty,
+            stdout,
+            stderr: stderr && !tty,
+        };
+        Ok(self
+            .runtime
+            .attach(req)
+            .await
+            .map_err(cri_err("Attach"))?
+            .into_inner()
+            .url)
+    }
+
+    /// `PortForward`: a streaming URL that forwards to ports in the sandbox's network.
+    pub async fn port_forward(&mut self, sandbox: &str, ports: &[i32]) -> Result<String, Error> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox.into(),
+            port: ports.to_vec(),
+        };
+        Ok(self
+            .runtime
+            .port_forward(req)
+            .await
+            .map_err(cri_err("PortForward"))?
+            .into_inner()
+            .url)
+    }
+
     pub async fn list_pod_sandboxes(&mut self) -> Result<Vec<cri::PodSandbox>, Error> {
         let req = cri::ListPodSandboxRequest { filter: None };
         Ok(self

@@ -308,7 +308,7 @@ fn libraries(program: &Path) -> Vec<std::path::PathBuf> {
 /// The klab image's own layer: the klab binary with a link per component name (so a
 /// manifest's `command: [kube-apiserver, ...]` runs klab as kube-apiserver), the host programs
 /// of [`HOST_PROGRAMS`] with the libraries they load, and iptables' extensions.
-fn klab_layer(exe: &Path) -> Result<Vec<u8>, Error> {
+fn klab_layer(exe: &Path, work_dir: &Path) -> Result<Vec<u8>, Error> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
@@ -322,7 +322,23 @@ fn klab_layer(exe: &Path) -> Result<Vec<u8>, Error> {
     let mut files: std::collections::BTreeMap<String, (Vec<u8>, u32)> = Default::default();
     let mut links: std::collections::BTreeMap<String, String> = Default::default();
     let mut programs = vec![exe.to_path_buf()];
-    files.insert("usr/local/bin/klab".into(), (read(exe)?, 0o755));
+    // Without its debug info (binutils' strip, where installed) the binary is a quarter the
+    // size, and the image imports four times faster; the host's copy keeps it.
+    let stripped = work_dir.join("klab.stripped");
+    let strip_ok = Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&stripped)
+        .arg(exe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let binary = if strip_ok {
+        let b = read(&stripped)?;
+        let _ = std::fs::remove_file(&stripped);
+        b
+    } else {
+        read(exe)?
+    };
+    files.insert("usr/local/bin/klab".into(), (binary, 0o755));
     for (link, _) in crate::cli::COMPONENT_LINKS {
         links.insert(format!("usr/local/bin/{link}"), "klab".into());
     }
@@ -399,7 +415,7 @@ fn klab_layer(exe: &Path) -> Result<Vec<u8>, Error> {
 /// Imports the klab image (`image`): busybox's root filesystem plus [`klab_layer`], so the
 /// control plane's static pods and kube-proxy run the very binary that started them.
 pub fn preload_klab(socket: &Path, work_dir: &Path, exe: &Path, image: &str) -> Result<(), Error> {
-    let layers = vec![busybox_layer()?, klab_layer(exe)?];
+    let layers = vec![busybox_layer()?, klab_layer(exe, work_dir)?];
     let file = work_dir.join("klab-image.oci.tar");
     let bytes = oci_layout(
         &layers,

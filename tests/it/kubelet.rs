@@ -14,13 +14,13 @@ use serde_json::Value;
 
 use crate::apiserver::harness::{Backend, Cluster, Proc, ok, require};
 
-const NODE: &str = "kl-node";
+pub(crate) const NODE: &str = "kl-node";
 /// The runtime test's pod CIDR: the host has one `cni0` bridge, with one address.
-const POD_CIDR: &str = "10.88.77.0/24";
+pub(crate) const POD_CIDR: &str = "10.88.77.0/24";
 
 /// Starts `klab kubelet` with its :10250 server on `port`, clients checked against the
 /// cluster's CA.
-fn start_kubelet(c: &Cluster, root: &Path, port: u16, extra: &[&str]) -> Proc {
+pub(crate) fn start_kubelet(c: &Cluster, root: &Path, port: u16, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -65,11 +65,11 @@ fn kubelet_get(c: &Cluster, port: u16, path: &str, cert: bool) -> Option<String>
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn kubectl(c: &Cluster, args: &[&str]) -> String {
+pub(crate) fn kubectl(c: &Cluster, args: &[&str]) -> String {
     ok(c.kubectl_with(Path::new("kubectl"), args))
 }
 
-fn get(c: &Cluster, what: &str) -> Option<Value> {
+pub(crate) fn get(c: &Cluster, what: &str) -> Option<Value> {
     let out = c.kubectl_with(Path::new("kubectl"), &["get", what, "-o", "json"]);
     out.status
         .success()
@@ -78,7 +78,12 @@ fn get(c: &Cluster, what: &str) -> Option<Value> {
 }
 
 /// Polls until `f` gives a value; panics with the kubelet's log after `secs`.
-fn wait_for<T>(what: &str, secs: u64, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(
+    what: &str,
+    secs: u64,
+    log: &Path,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -92,7 +97,7 @@ fn wait_for<T>(what: &str, secs: u64, log: &Path, mut f: impl FnMut() -> Option<
     }
 }
 
-fn apply(c: &Cluster, name: &str, manifest: &str) {
+pub(crate) fn apply(c: &Cluster, name: &str, manifest: &str) {
     let f = c.dir.path().join(format!("{name}.yaml"));
     std::fs::write(&f, manifest).unwrap();
     kubectl(c, &["apply", "-f", f.to_str().unwrap()]);
@@ -183,7 +188,7 @@ spec:
       failureThreshold: 1
 "#;
 
-fn node_ready(c: &Cluster) -> Option<Value> {
+pub(crate) fn node_ready(c: &Cluster) -> Option<Value> {
     let n = get(c, &format!("node/{NODE}"))?;
     let ready = n["status"]["conditions"]
         .as_array()?
@@ -192,11 +197,11 @@ fn node_ready(c: &Cluster) -> Option<Value> {
     ready.then_some(n)
 }
 
-fn status_of(c: &Cluster, pod: &str) -> Option<Value> {
+pub(crate) fn status_of(c: &Cluster, pod: &str) -> Option<Value> {
     get(c, &format!("pod/{pod}")).map(|p| p["status"].clone())
 }
 
-fn container(c: &Cluster, pod: &str) -> Option<Value> {
+pub(crate) fn container(c: &Cluster, pod: &str) -> Option<Value> {
     status_of(c, pod)?["containerStatuses"].get(0).cloned()
 }
 
@@ -454,7 +459,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
 }
 
 /// Stops and removes every sandbox, so no shim outlives the test.
-async fn clean(socket: &Path) {
+pub(crate) async fn clean(socket: &Path) {
     if let Ok(mut cri) = Cri::connect(socket).await {
         for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
             let _ = cri.stop_pod_sandbox(&s.id).await;

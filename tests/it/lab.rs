@@ -321,22 +321,38 @@ fn labs_on_an_api_server_run_end_to_end() {
 
 /// Every lab, on a whole cluster from `klab up` (static pods, kubelets, kube-proxy).
 ///
-/// Ignored until `klab up` lands (issue 8): it needs `klab up --runtime simulated --dir D`
-/// and `klab down`. At merge, remove the `#[ignore]`: labs 01, 05, 06, 08 and 10 need the
-/// static pods, kubelets and processes that only `klab up` runs, and are proven only here.
+/// Labs 01, 05, 06, 08 and 10 need the static pods, kubelets and processes that only `klab
+/// up` runs, and are proven only here.
 #[test]
-#[ignore = "needs `klab up` (issue 8): enable at merge"]
 fn every_lab_runs_end_to_end_on_klab_up() {
+    // `klab up` takes the cluster ports; one cluster at a time, as the other `up` tests.
+    let _guard = crate::CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
     for p in ["kubectl", "etcdctl", "curl", "openssl"] {
         if require(p).is_none() {
             return;
         }
     }
+    let runtime = if crate::require("containerd").is_some() {
+        "containerd"
+    } else {
+        "simulated"
+    };
     let dir = std::fs::canonicalize(scratch("lab-up"))
         .unwrap()
         .join("cluster");
     let up = klab()
-        .args(["up", "--name", "klab", "--runtime", "simulated", "--dir"])
+        // Real pods where CI has them (containerd, root): Services get ready endpoints and
+        // kube-proxy real rules; elsewhere the simulated runtime.
+        .args([
+            "up",
+            "--name",
+            "klab",
+            "--workers",
+            "1",
+            "--runtime",
+            runtime,
+            "--dir",
+        ])
         .arg(&dir)
         .output()
         .unwrap();

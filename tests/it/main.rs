@@ -21,6 +21,7 @@ mod runtime;
 mod scheduler;
 mod sim;
 mod store;
+mod stream;
 mod up;
 
 use std::path::{Path, PathBuf};

@@ -109,7 +109,7 @@ fn start_store(backend: Backend, dir: &Path) -> Option<(Proc, String)> {
 pub const USERS: &[&str] = &["admin", "alice", "system:node:n1"];
 
 impl Cluster {
-    /// Starts everything, or `None` (a printed skip) when a needed tool is missing outside CI.
+    /// Starts everything (`{dir}` in `extra` is the cluster's folder), or `None` (a printed skip) when a needed tool is missing outside CI.
     pub fn start(backend: Backend, extra: &[&str]) -> Option<Cluster> {
         let dir = tempfile::tempdir().unwrap();
         devpki::write_pki(
@@ -167,7 +167,12 @@ impl Cluster {
             } else {
                 vec![]
             })
-            .args(extra)
+            // `{dir}` in an extra flag names the cluster's folder (its PKI lives there).
+            .args(
+                extra
+                    .iter()
+                    .map(|a| a.replace("{dir}", &d.display().to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -896,9 +896,9 @@ fn python_client() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("python client ok"));
 }
 
-/// Eviction honours a PodDisruptionBudget; pods/log and exec say plainly they are not built.
+/// Eviction honours a PodDisruptionBudget; pods/log and exec of a pod on no node say why not.
 #[test]
-fn eviction_and_unbuilt_subresources() {
+fn eviction_and_streams_of_an_unscheduled_pod() {
     if require("curl").is_none() || require("kubectl").is_none() {
         return;
     }
@@ -932,13 +932,16 @@ fn eviction_and_unbuilt_subresources() {
     );
     assert!(text(&c.kubectl_with(&k, &["get", "pod", "e"])).contains("NotFound"));
     ok(c.kubectl_with(&k, &["run", "l", "--image=busybox"]));
-    let logs = c.kubectl_with(&k, &["logs", "l"]);
-    assert!(!logs.status.success());
-    assert!(
-        text(&logs).contains("pods/log is not built in klab yet"),
-        "{}",
-        text(&logs)
-    );
+    // No node, no kubelet to ask: logs and exec say so (a 400, before any upgrade).
+    for args in [&["logs", "l"][..], &["exec", "l", "--", "true"][..]] {
+        let out = c.kubectl_with(&k, args);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("pod l does not have a host assigned"),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 /// The scheduler's write: `pods/binding` sets spec.nodeName once; a second bind is a 409.
