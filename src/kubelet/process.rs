@@ -37,6 +37,16 @@ struct Record {
     hash: String,
 }
 
+/// Whether every container of `pod` names its command: a host process has no image to read
+/// an entrypoint from, so a static pod without commands is simulated instead, as any pod.
+pub fn runnable(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .all(|c| c.command.as_ref().is_some_and(|c| !c.is_empty()))
+    })
+}
+
 /// One pod's processes, as one pod worker keeps them between syncs.
 pub struct ProcessRuntime {
     root: PathBuf,

@@ -100,8 +100,10 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
             Desired::Run(pod) if pod.metadata.deletion_timestamp.is_none() => {
                 let observed = match (runtime.as_mut(), processes.as_mut()) {
                     (Some(rt), _) => rt.sync(&pod, &shared.host_ip).await,
-                    (None, Some(p)) => Ok(p.sync(&pod, &shared.host_ip)),
-                    (None, None) => Ok(simulated::observe(&pod, &shared.host_ip)),
+                    (None, Some(p)) if super::process::runnable(&pod) => {
+                        Ok(p.sync(&pod, &shared.host_ip))
+                    }
+                    (None, _) => Ok(simulated::observe(&pod, &shared.host_ip)),
                 };
                 let result = match observed {
                     Ok(obs) => {
