@@ -573,9 +573,11 @@ pub fn up(args: UpArgs, out: &mut dyn Write) -> Result<(), ClusterError> {
     })?;
     if runtime == RuntimeKind::Containerd {
         p.begin("Starting containerd and loading images");
-        let d = start_containerd(&layout, &exe)?;
+        // Recorded before the images load, so `klab down` finds it if `up` stops halfway.
+        let d = start_containerd(&layout)?;
         state.daemons.push(d);
         state.save(&layout)?;
+        load_images(&layout, &exe)?;
         p.done("");
     }
 
@@ -642,35 +644,46 @@ pub fn up(args: UpArgs, out: &mut dyn Write) -> Result<(), ClusterError> {
     Ok(())
 }
 
-fn start_containerd(layout: &Layout, exe: &Path) -> Result<Daemon, ClusterError> {
-    use crate::runtime::{cni, containerd, images};
-    let config = containerd::Config {
+fn containerd_config(layout: &Layout) -> crate::runtime::containerd::Config {
+    use crate::runtime::{cni, images};
+    crate::runtime::containerd::Config {
         dir: layout.containerd(),
         sandbox_image: images::PAUSE.into(),
         cni_conf_dir: layout.containerd().join("cni"),
         cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    };
+    }
+}
+
+/// Imports the node images and the klab image into the node's containerd.
+fn load_images(layout: &Layout, exe: &Path) -> Result<(), ClusterError> {
+    use crate::runtime::images;
+    let config = containerd_config(layout);
+    images::preload(&config.socket(), &config.dir)?;
+    images::preload_klab(&config.socket(), &config.dir, exe, &manifests::klab_image())?;
+    Ok(())
+}
+
+fn start_containerd(layout: &Layout) -> Result<Daemon, ClusterError> {
+    use crate::runtime::{cni, containerd};
+    let config = containerd_config(layout);
     cni::write_conflist(&config.cni_conf_dir, "10.244.0.0/24")?;
     // A cni0 bridge left by an earlier runtime keeps its old address and the bridge plugin
     // refuses to re-address it: start from none (one klab containerd per host, see above).
     let _ = std::process::Command::new("ip")
         .args(["link", "delete", "cni0"])
         .output();
-    let d = containerd::Containerd::start_detached(&config)?;
-    let d = Daemon {
+    let pid = containerd::Containerd::start_detached(&config)?;
+    Ok(Daemon {
         name: "containerd".into(),
-        pid: d,
-        start_ticks: crate::kubelet::process::start_ticks(d).unwrap_or_default(),
+        pid,
+        start_ticks: crate::kubelet::process::start_ticks(pid).unwrap_or_default(),
         log: config.log(),
         command: vec![
             "containerd".into(),
             "--config".into(),
             config.dir.join("config.toml").display().to_string(),
         ],
-    };
-    images::preload(&config.socket(), &config.dir)?;
-    images::preload_klab(&config.socket(), &config.dir, exe, &manifests::klab_image())?;
-    Ok(d)
+    })
 }
 
 async fn wait_api(
