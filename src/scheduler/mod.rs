@@ -5,7 +5,8 @@
 //! what their pods request (with *assumed* pods counted as soon as a node is chosen, before the
 //! binding is written), a scheduling queue, one scheduling cycle at a time ([`decide`]: the
 //! filter and score plugins) and a binding cycle that runs in the background ([`bind`]).
-//! Leaves out preemption, profiles and the configuration file, volume and topology plugins.
+//! Leaves out preemption, profiles and the configuration file, volume and inter-pod affinity
+//! plugins.
 
 pub mod bind;
 pub mod decide;
@@ -13,6 +14,7 @@ pub mod filter;
 pub mod node_info;
 pub mod queue;
 pub mod score;
+pub mod spread;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
