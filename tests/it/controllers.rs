@@ -134,6 +134,57 @@ fn a_deployment_of_ten_is_scheduled_spread_scaled_and_deleted() {
     );
 }
 
+/// A rollout that cannot move (its pods fit on no node) is marked ProgressDeadlineExceeded
+/// once progressDeadlineSeconds pass, and `kubectl rollout status` then fails with upstream's
+/// words.
+#[test]
+fn a_stuck_rollout_exceeds_its_progress_deadline() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1"], "1", "2Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    let mut d = deployment("stuck", 2, "nginx:1");
+    d["spec"]["progressDeadlineSeconds"] = json!(2);
+    d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("64");
+    p.apply_json("/apis/apps/v1/namespaces/default/deployments", d);
+    let progressing = |p: &Plane| {
+        deploy(p, "stuck")
+            .and_then(|d| d.status)
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+    };
+    assert!(
+        eventually(60, || progressing(&p).is_some_and(
+            |c| c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        )),
+        "{:?}\n{}",
+        progressing(&p),
+        p.log("controller-manager", "a")
+    );
+    let c = progressing(&p).unwrap();
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.starts_with("ReplicaSet \"stuck-")
+            && message.ends_with("\" has timed out progressing."),
+        "{message}"
+    );
+    if let Some(kubectl) = require("kubectl") {
+        let out = p.cluster.kubectl_with(
+            &kubectl,
+            &["rollout", "status", "deployment/stuck", "--timeout=30s"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("deployment \"stuck\" exceeded its progress deadline"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn orphan_deletion_keeps_the_replica_sets_and_pods() {
     let Some(p) = Plane::start() else { return };
