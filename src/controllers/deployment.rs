@@ -9,8 +9,9 @@
 //! conditions that `kubectl rollout status` reads, with `progressDeadlineSeconds` (a rollout
 //! that makes no progress for that long is marked ProgressDeadlineExceeded, and the controller
 //! wakes at the deadline to say so). `kubectl rollout undo` works because kubectl writes the
-//! old template back and the old ReplicaSet becomes the newest revision again. Leaves out
-//! minReadySeconds, hash collisions and adoption.
+//! old template back and the old ReplicaSet becomes the newest revision again.
+//! `minReadySeconds` is passed to the ReplicaSets, whose controller counts availability.
+//! Leaves out hash collisions and adoption.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -185,6 +185,57 @@ fn a_stuck_rollout_exceeds_its_progress_deadline() {
     }
 }
 
+/// With minReadySeconds, a Ready pod counts as available only once it has been Ready that
+/// long: whenever the ReplicaSet reports `n` available, at least `n` of its pods have been
+/// Ready for minReadySeconds by the time the status is read.
+#[test]
+fn min_ready_seconds_hold_pods_back_from_available() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1"], "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    let mut d = deployment("slow", 2, "nginx:1");
+    d["spec"]["minReadySeconds"] = json!(2);
+    p.apply_json("/apis/apps/v1/namespaces/default/deployments", d);
+    let ready_long_enough = |p: &Plane| {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        p.pods("default")
+            .iter()
+            .filter(|pod| {
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .is_some_and(|t| t.0.as_second() + 2 <= now)
+            })
+            .count() as i32
+    };
+    assert!(
+        eventually(60, || {
+            let rs = replicasets(&p);
+            let Some(s) = rs.first().and_then(|r| r.status.clone()) else {
+                return false;
+            };
+            let available = s.available_replicas.unwrap_or(0);
+            assert!(
+                available <= ready_long_enough(&p),
+                "{available} available before minReadySeconds: {s:?}"
+            );
+            available == 2
+        }),
+        "{:?}\n{}",
+        replicasets(&p).first().and_then(|r| r.status.clone()),
+        p.log("controller-manager", "a")
+    );
+    assert!(
+        eventually(30, || settled(&p, "slow", 2, "nginx:1")),
+        "{:?}",
+        deploy(&p, "slow").and_then(|d| d.status)
+    );
+}
+
 #[test]
 fn orphan_deletion_keeps_the_replica_sets_and_pods() {
     let Some(p) = Plane::start() else { return };
