@@ -292,6 +292,49 @@ preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.
     assert_eq!(get(&p, "extra").and_then(|x| node_of(&x)), None);
 }
 
+/// The API server's Priority admission: a pod's priorityClassName becomes spec.priority from
+/// the built-in classes (or 0 without one), and an unknown class is Forbidden in upstream's
+/// words.
+#[test]
+fn priority_class_names_resolve_to_spec_priority() {
+    let Some(p) = Plane::start() else { return };
+    let mut critical = pod("critical", "100m", json!([]));
+    critical["spec"]["priorityClassName"] = json!("system-cluster-critical");
+    p.apply_json("/api/v1/namespaces/default/pods", critical);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod("plain", "100m", json!([])),
+    );
+    let prio = |name: &str| get(&p, name).and_then(|x| x.spec).and_then(|s| s.priority);
+    assert_eq!(prio("critical"), Some(2_000_000_000));
+    assert_eq!(prio("plain"), Some(0));
+    let mut unknown = pod("unknown", "100m", json!([]));
+    unknown["spec"]["priorityClassName"] = json!("gold");
+    let (code, body) = p.cluster.curl(
+        Some("admin"),
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        Some(unknown.to_string().as_bytes()),
+    );
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        "pods \"unknown\" is forbidden: no PriorityClass with name gold was found"
+    );
+    assert_eq!(status["reason"], "Forbidden");
+    let (code, body) = p.cluster.curl(
+        Some("admin"),
+        "GET",
+        "/apis/scheduling.k8s.io/v1/priorityclasses/system-node-critical",
+        "application/json",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("2000001000"), "{body}");
+}
+
 /// The book's explained decision: one pod, three nodes, every filter verdict and score, and
 /// the FailedScheduling message for a pod that fits nowhere. In-process: the plugins are pure.
 #[test]
