@@ -1,4 +1,11 @@
-//! Admission: the NodeRestriction plugin (NamespaceLifecycle's checks live in the create path).
+//! Admission: the NodeRestriction and Priority plugins (NamespaceLifecycle's checks live in
+//! the create path).
+//!
+//! Priority mirrors `plugin/pkg/admission/priority`: a new pod's `spec.priorityClassName` is
+//! resolved to `spec.priority` and `spec.preemptionPolicy` from its scheduling.k8s.io/v1
+//! PriorityClass (the built-in `system-node-critical` and `system-cluster-critical` are
+//! written at start), an unknown class is Forbidden, and a pod without a class gets 0; it
+//! leaves out the `globalDefault` class and the kube-system-only rule for the system classes.
 //!
 //! Mirrors `plugin/pkg/admission/noderestriction`: with `--enable-admission-plugins=
 //! NodeRestriction`, a kubelet (`system:node:<name>` in `system:nodes`) may create, modify and
@@ -14,6 +21,75 @@ use super::handler::Ctx;
 use super::rest::{fetch, target};
 use super::status::ApiError;
 use crate::api::resources::Resource;
+
+/// Upstream's built-in classes (`pkg/apis/scheduling`): name, value, description.
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
+];
+
+/// The Priority plugin on a pod about to be created.
+pub async fn priority(
+    state: &super::State,
+    res: &Resource,
+    pod: &mut Value,
+) -> Result<(), ApiError> {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let class = pod
+        .pointer("/spec/priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let (value, policy) = if class.is_empty() {
+        (0, "PreemptLowerPriority".to_owned())
+    } else {
+        let pcs = crate::api::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .ok_or_else(ApiError::page_not_found)?;
+        let Some(pc) = state.store.get(&pcs.key("", &class)).await? else {
+            return Err(forbid(
+                res,
+                &name,
+                format!("no PriorityClass with name {class} was found"),
+            ));
+        };
+        (
+            pc.value.get("value").and_then(Value::as_i64).unwrap_or(0),
+            pc.value
+                .get("preemptionPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("PreemptLowerPriority")
+                .to_owned(),
+        )
+    };
+    if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64) {
+        if given != value {
+            return Err(forbid(
+                res,
+                &name,
+                format!(
+                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                ),
+            ));
+        }
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("priority".into(), value.into());
+        spec.entry("preemptionPolicy").or_insert(policy.into());
+    }
+    Ok(())
+}
 
 const MIRROR: &str = "kubernetes.io/config.mirror";
 

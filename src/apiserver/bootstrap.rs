@@ -4,7 +4,8 @@
 //! ClusterRoleBindings from `plugin/pkg/auth/authorizer/rbac/bootstrappolicy`, a subset:
 //! cluster-admin, admin/edit/view, system:discovery, system:basic-user,
 //! system:public-info-viewer and the roles of the control-plane identities), the system
-//! namespaces (`default`, `kube-system`, `kube-public`, `kube-node-lease`), and the
+//! namespaces (`default`, `kube-system`, `kube-public`, `kube-node-lease`), the built-in
+//! PriorityClasses (`scheduling/bootstrap-system-priority-classes`), and the
 //! `default/kubernetes` Service and Endpoints. Existing objects are left alone (upstream
 //! reconciles them). ClusterIPs and NodePorts are allocated by scanning the services; upstream
 //! keeps a bitmap allocator, and two racing creates can get the same address here.
@@ -351,6 +352,11 @@ pub async fn run(state: &State) -> Result<(), BootstrapError> {
     for (name, role, subjects) in cluster_role_bindings() {
         let obj = json!({"metadata": bootstrap_meta(name), "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": role}, "subjects": subjects});
         ensure(state, "clusterrolebindings", rbac, "", obj).await?;
+    }
+    for (name, value, description) in super::admission::SYSTEM_PRIORITY_CLASSES {
+        let obj = json!({"metadata": {"name": name}, "value": value,
+            "description": description, "preemptionPolicy": "PreemptLowerPriority"});
+        ensure(state, "priorityclasses", "scheduling.k8s.io", "", obj).await?;
     }
     let first = first_service_ip(state);
     let svc = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},

@@ -58,7 +58,7 @@ pub enum ApiserverError {
     #[error("invalid --authorization-mode {0:?}: expected AlwaysAllow, AlwaysDeny, RBAC or Node")]
     AuthorizationMode(String),
     #[error(
-        "admission plugin {0:?} is not built in klab (built: NamespaceLifecycle, NodeRestriction)"
+        "admission plugin {0:?} is not built in klab (built: NamespaceLifecycle, NodeRestriction, Priority)"
     )]
     AdmissionPlugin(String),
     #[error("NamespaceLifecycle cannot be disabled in klab")]
@@ -135,7 +135,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
     let mut node_restriction = false;
     for p in &args.enable_admission_plugins {
         match p.trim() {
-            "NamespaceLifecycle" => {}
+            "NamespaceLifecycle" | "Priority" => {}
             "NodeRestriction" => node_restriction = true,
             other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
         }

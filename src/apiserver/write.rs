@@ -71,6 +71,9 @@ pub(super) async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
         }
         check_namespace(&ctx.state, &ns).await?;
     }
+    if res.kind == "Pod" {
+        super::admission::priority(&ctx.state, res, &mut obj).await?;
+    }
     let (v, code) = create_object(&ctx.state, res, &ns, obj, dry_run(ctx)).await?;
     Ok(json_resp(code, &v))
 }

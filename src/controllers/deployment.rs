@@ -6,9 +6,12 @@
 //! RollingUpdate strategy (scale the new ReplicaSet up within maxSurge, the old ones down
 //! while at least replicas−maxUnavailable pods stay available) and Recreate (old down to zero
 //! and gone, then new up); ScalingReplicaSet Events; status and the Available and Progressing
-//! conditions that `kubectl rollout status` reads. `kubectl rollout undo` works because kubectl
-//! writes the old template back and the old ReplicaSet becomes the newest revision again.
-//! Leaves out progressDeadlineSeconds, minReadySeconds, hash collisions and adoption.
+//! conditions that `kubectl rollout status` reads, with `progressDeadlineSeconds` (a rollout
+//! that makes no progress for that long is marked ProgressDeadlineExceeded, and the controller
+//! wakes at the deadline to say so). `kubectl rollout undo` works because kubectl writes the
+//! old template back and the old ReplicaSet becomes the newest revision again.
+//! `minReadySeconds` is passed to the ReplicaSets, whose controller counts availability.
+//! Leaves out hash collisions and adoption.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,6 +112,48 @@ struct Controller {
     events: Recorder,
     /// ReplicaSets written (by name, the replicas asked for) and not yet seen so.
     pending: HashMap<String, (Option<i32>, Instant)>,
+    /// The soonest a progressing rollout reaches its progress deadline, seen in this pass.
+    next_deadline: Option<Duration>,
+}
+
+/// What the Progressing condition should say, as upstream's `syncRolloutStatus` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Every replica updated and available: NewReplicaSetAvailable.
+    Complete,
+    /// Something moved (or a new rollout began): ReplicaSetUpdated, with a fresh update time.
+    Progressing,
+    /// Nothing moved and the deadline is not reached: the condition stays as it was.
+    Unchanged,
+    /// Nothing moved for progressDeadlineSeconds: False, ProgressDeadlineExceeded.
+    TimedOut,
+}
+
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+
+/// Decides the Progressing condition. `last` is the previous condition's reason and update
+/// time (seconds since the epoch); `deadline` is progressDeadlineSeconds (none while paused).
+pub fn progress(
+    complete: bool,
+    progressed: bool,
+    last: Option<(&str, i64)>,
+    deadline: Option<i64>,
+    now: i64,
+) -> Progress {
+    if complete {
+        return Progress::Complete;
+    }
+    let Some((reason, updated)) = last else {
+        return Progress::Progressing;
+    };
+    if progressed || reason == "NewReplicaSetAvailable" {
+        return Progress::Progressing;
+    }
+    match deadline {
+        _ if reason == TIMED_OUT => Progress::TimedOut,
+        Some(d) if updated + d < now => Progress::TimedOut,
+        _ => Progress::Unchanged,
+    }
 }
 
 impl Controller {
@@ -133,6 +178,7 @@ impl Controller {
                 by_owner.entry(o.uid.clone()).or_default().push(r);
             }
         }
+        self.next_deadline = None;
         for d in self.deploys.state() {
             let owned = by_owner
                 .remove(d.metadata.uid.as_deref().unwrap_or_default())
@@ -503,21 +549,63 @@ impl Controller {
             && updated == replicas_wanted
             && replicas == replicas_wanted
             && available == replicas_wanted;
-        let progressing = if complete {
-            cond(
+        let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
+        let deadline = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .filter(|_| !paused)
+            .map(i64::from);
+        // Progress as upstream's `DeploymentProgressing`: more pods updated, ready or
+        // available, fewer old ones, or a new generation of the spec.
+        let old_old = old.replicas.unwrap_or(0) - old.updated_replicas.unwrap_or(0);
+        let progressed = updated > old.updated_replicas.unwrap_or(0)
+            || ready > old.ready_replicas.unwrap_or(0)
+            || available > old.available_replicas.unwrap_or(0)
+            || replicas - updated < old_old
+            || old.observed_generation != d.metadata.generation;
+        let last_cond = prev("Progressing");
+        let last = last_cond.as_ref().map(|c| {
+            (
+                c.reason.as_deref().unwrap_or_default(),
+                c.last_update_time
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+                    .unwrap_or(0),
+            )
+        });
+        let now_s = k8s_openapi::jiff::Timestamp::now().as_second();
+        let verdict = progress(complete, progressed, last, deadline, now_s);
+        let progressing = match verdict {
+            Progress::Complete => cond(
                 "Progressing",
                 "True",
                 "NewReplicaSetAvailable",
                 format!("ReplicaSet \"{new_name}\" has successfully progressed."),
-            )
-        } else {
-            cond(
+            ),
+            Progress::Progressing => cond(
                 "Progressing",
                 "True",
                 "ReplicaSetUpdated",
                 format!("ReplicaSet \"{new_name}\" is progressing."),
-            )
+            ),
+            Progress::TimedOut => cond(
+                "Progressing",
+                "False",
+                TIMED_OUT,
+                format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+            ),
+            Progress::Unchanged => serde_json::to_value(&last_cond).unwrap_or(Value::Null),
         };
+        // Wake at the deadline of a rollout still under way, not only at the next resync.
+        if let (Progress::Progressing | Progress::Unchanged, Some(dl)) = (verdict, deadline) {
+            let since = match verdict {
+                Progress::Unchanged => last.map(|(_, t)| t).unwrap_or(now_s),
+                _ => now_s,
+            };
+            let left = Duration::from_secs((since + dl - now_s).max(0) as u64 + 1);
+            self.next_deadline = Some(self.next_deadline.map_or(left, |n| n.min(left)));
+        }
         let same_conditions = |c: &Value| {
             prev(c["type"].as_str().unwrap_or_default()).is_some_and(|p| {
                 Some(p.status.as_str()) == c["status"].as_str()
@@ -593,17 +681,67 @@ pub async fn run(client: kube::Client) {
         deploys,
         rs,
         pending: HashMap::new(),
+        next_deadline: None,
     };
     runner::synced("deployment", ready).await;
     loop {
         c.pass().await;
-        runner::next(&wake, RESYNC).await;
+        let wait = c.next_deadline.map_or(RESYNC, |d| d.min(RESYNC));
+        runner::next(&wake, wait).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollout_that_stops_moving_times_out_after_its_deadline() {
+        let upd = Some(("ReplicaSetUpdated", 1_000));
+        // No condition yet, or something moved: progressing, with a fresh update time.
+        assert_eq!(
+            progress(false, false, None, Some(600), 1_000),
+            Progress::Progressing
+        );
+        assert_eq!(
+            progress(false, true, upd, Some(600), 5_000),
+            Progress::Progressing
+        );
+        // Nothing moved: unchanged until the deadline has passed, then timed out.
+        assert_eq!(
+            progress(false, false, upd, Some(600), 1_600),
+            Progress::Unchanged
+        );
+        assert_eq!(
+            progress(false, false, upd, Some(600), 1_601),
+            Progress::TimedOut
+        );
+        // Timed out stays timed out until something moves; paused never times out.
+        let out = Some((TIMED_OUT, 1_000));
+        assert_eq!(
+            progress(false, false, out, Some(600), 1_001),
+            Progress::TimedOut
+        );
+        assert_eq!(
+            progress(false, true, out, Some(600), 9_000),
+            Progress::Progressing
+        );
+        assert_eq!(
+            progress(false, false, upd, None, 99_000),
+            Progress::Unchanged
+        );
+        // Complete wins over everything.
+        assert_eq!(
+            progress(true, false, out, Some(1), 99_000),
+            Progress::Complete
+        );
+        // A complete rollout that gets more work (scale up) is progressing again.
+        let done = Some(("NewReplicaSetAvailable", 1_000));
+        assert_eq!(
+            progress(false, false, done, Some(600), 99_000),
+            Progress::Progressing
+        );
+    }
 
     #[test]
     fn fenceposts_as_upstream() {

@@ -4,20 +4,24 @@
 //! controller owner reference; too few pods → create (Event SuccessfulCreate "Created pod:
 //! x"), too many → delete the least useful first (unscheduled, then pending, then not ready,
 //! then the newest; Event SuccessfulDelete); status counts replicas, ready and available pods.
-//! Leaves out adopting orphaned pods that match the selector, slow-start batches and
-//! minReadySeconds (a ready pod counts as available at once).
+//! A pod counts as available once it has been Ready for `minReadySeconds`, and the controller
+//! wakes when the next one will be. Leaves out adopting orphaned pods that match the selector
+//! and slow-start batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::daemonset::is_available;
 use super::runner::{self, Expectations};
 use super::{RESYNC, controller_of, owner_ref};
 use crate::component::events::{Recorder, reference};
@@ -103,10 +107,29 @@ struct Controller {
     pods: Store<Pod>,
     events: Recorder,
     expectations: Expectations,
+    /// The soonest a Ready pod becomes available (minReadySeconds), seen in this pass.
+    next_available: Option<Duration>,
+}
+
+/// How long until a Ready pod has been Ready for `min_ready` seconds (none if it is not
+/// Ready, or already available).
+pub fn until_available(p: &Pod, min_ready: i32, now: Timestamp) -> Option<Duration> {
+    if !is_ready(p) || is_available(p, min_ready, now) {
+        return None;
+    }
+    let since = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())?;
+    let left = since.0.as_second() + i64::from(min_ready) - now.as_second();
+    Some(Duration::from_secs(left.max(0) as u64 + 1))
 }
 
 impl Controller {
     async fn pass(&mut self) {
+        self.next_available = None;
         let owned = pods_by_owner(&self.pods);
         for rs in self.rs.state() {
             self.sync(
@@ -193,18 +216,35 @@ impl Controller {
             }
         }
         let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
+        let (now, min_ready) = (
+            Timestamp::now(),
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0),
+        );
+        let available = active
+            .iter()
+            .filter(|p| is_available(p, min_ready, now))
+            .count() as i32;
+        for left in active
+            .iter()
+            .filter_map(|p| until_available(p, min_ready, now))
+        {
+            self.next_available = Some(self.next_available.map_or(left, |n| n.min(left)));
+        }
         let status = json!({
             "replicas": active.len(),
             "fullyLabeledReplicas": active.len(),
             "readyReplicas": ready,
-            "availableReplicas": ready,
+            "availableReplicas": available,
             "observedGeneration": rs.metadata.generation,
         });
         let cur = rs.status.as_ref();
         let same = cur.is_some_and(|s| {
             s.replicas == active.len() as i32
                 && s.ready_replicas.unwrap_or(0) == ready
-                && s.available_replicas.unwrap_or(0) == ready
+                && s.available_replicas.unwrap_or(0) == available
                 && s.fully_labeled_replicas.unwrap_or(0) == active.len() as i32
                 && s.observed_generation == rs.metadata.generation
         });
@@ -237,10 +277,40 @@ pub async fn run(client: kube::Client) {
         rs,
         pods,
         expectations: Expectations::default(),
+        next_available: None,
     };
     runner::synced("replicaset", ready).await;
     loop {
         c.pass().await;
-        runner::next(&wake, RESYNC).await;
+        let wait = c.next_available.map_or(RESYNC, |d| d.min(RESYNC));
+        runner::next(&wake, wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_since(t: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": t}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_ready_pod_is_available_after_min_ready_seconds() {
+        let p = ready_since("2026-01-01T00:00:00Z");
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let early = at("2026-01-01T00:00:04Z");
+        assert!(!is_available(&p, 10, early));
+        assert_eq!(until_available(&p, 10, early), Some(Duration::from_secs(7)));
+        let later = at("2026-01-01T00:00:10Z");
+        assert!(is_available(&p, 10, later));
+        assert_eq!(until_available(&p, 10, later), None);
+        // Without minReadySeconds, Ready is available.
+        assert!(is_available(&p, 0, early));
+        assert_eq!(until_available(&p, 0, early), None);
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::filter::{self, Rejection};
 use super::node_info::{NodeInfo, PodRequests};
 use super::score::{self, NodeScore};
+use super::spread;
 
 /// How many feasible nodes to look for before scoring (upstream's adaptive percentage).
 pub fn feasible_nodes_to_find(all: usize) -> usize {
@@ -90,11 +91,12 @@ pub fn schedule(
     let mut explanation = Explanation::default();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut rejected: Vec<Rejection> = Vec::new();
+    let spread = spread::PreFilter::new(pod, nodes);
     let mut looked = 0;
     while looked < all && feasible.len() < want {
         let n = nodes[(start + looked) % all];
         looked += 1;
-        match filter::run(pod, &r, n) {
+        match filter::run(pod, &r, n).and_then(|()| spread.filter(n)) {
             Ok(()) => {
                 feasible.push(n);
                 explanation.filtered.push((n.name().to_owned(), None));
@@ -118,7 +120,7 @@ pub fn schedule(
             next_start,
         };
     }
-    let scores = score::run(pod, &r, &feasible);
+    let scores = score::run(pod, &r, &feasible, nodes);
     let best = scores.iter().map(|s| s.total).max().unwrap_or(0);
     let top: Vec<&NodeScore> = scores.iter().filter(|s| s.total == best).collect();
     let node = top[pick(top.len()).min(top.len() - 1)].node.clone();

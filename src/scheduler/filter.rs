@@ -2,8 +2,9 @@
 //!
 //! Mirrors `pkg/scheduler/framework/plugins` (NodeName, NodeUnschedulable, TaintToleration,
 //! NodeAffinity with nodeSelector, NodeResourcesFit on requests, NodePorts) and their reason
-//! strings, which the FailedScheduling message counts. Leaves out volume, topology-spread and
-//! inter-pod affinity plugins.
+//! strings, which the FailedScheduling message counts. PodTopologySpread needs every node's
+//! counts, so it lives in [`super::spread`] and runs last. Leaves out volume and inter-pod
+//! affinity plugins.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub const FILTERS: &[&str] = &[
     "NodeAffinity",
     "NodePorts",
     "NodeResourcesFit",
+    "PodTopologySpread",
 ];
 
 /// Runs every filter in upstream's order; the first that rejects the node decides.

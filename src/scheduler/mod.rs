@@ -5,7 +5,8 @@
 //! what their pods request (with *assumed* pods counted as soon as a node is chosen, before the
 //! binding is written), a scheduling queue, one scheduling cycle at a time ([`decide`]: the
 //! filter and score plugins) and a binding cycle that runs in the background ([`bind`]).
-//! Leaves out preemption, profiles and the configuration file, volume and topology plugins.
+//! Pending pods are tried in order of `spec.priority`. Leaves out preemption, profiles and
+//! the configuration file, volume and inter-pod affinity plugins.
 
 pub mod bind;
 pub mod decide;
@@ -13,6 +14,7 @@ pub mod filter;
 pub mod node_info;
 pub mod queue;
 pub mod score;
+pub mod spread;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -139,6 +141,7 @@ impl Scheduler {
             return;
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         let requests = PodRequests::of(&pod);
         let t = self.pods.entry(key.clone()).or_insert_with(|| Tracked {
             pod: Arc::new(pod.clone()),
@@ -154,6 +157,7 @@ impl Scheduler {
         } else if self.assumed.contains(&key) {
             // Its binding is being written; the watch has not caught up yet.
         } else if mine && !deleting {
+            self.queue.set_priority(&key, priority);
             self.queue.add(&key);
         } else {
             self.queue.remove(&key);

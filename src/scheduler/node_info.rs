@@ -1,8 +1,9 @@
 //! What the scheduler knows about a node: the Node and what the pods bound to it request.
 //! Mirrors `pkg/scheduler/framework.NodeInfo` (requested and non-zero requested resources,
-//! used host ports, pod count); leaves out images, volumes and affinity indexes.
+//! used host ports, pod count, the pods' labels for PodTopologySpread); leaves out images,
+//! volumes and affinity indexes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -33,6 +34,8 @@ pub struct PodRequests {
     /// The same with upstream's defaults for containers that request nothing (for scoring).
     pub non_zero: Resources,
     pub host_ports: Vec<HostPort>,
+    /// The pod's labels: what other pods' topology spread constraints count it by.
+    pub labels: BTreeMap<String, String>,
 }
 
 fn req<'a>(
@@ -44,7 +47,10 @@ fn req<'a>(
 
 impl PodRequests {
     pub fn of(pod: &Pod) -> PodRequests {
-        let mut out = PodRequests::default();
+        let mut out = PodRequests {
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ..PodRequests::default()
+        };
         let Some(spec) = &pod.spec else {
             return out;
         };
@@ -87,8 +93,8 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub non_zero_requested: Resources,
     pub used_ports: Vec<HostPort>,
-    /// Pods counted here, by namespace/name.
-    pub pods: BTreeSet<String>,
+    /// Pods counted here, by namespace/name, with their labels.
+    pub pods: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl NodeInfo {
@@ -108,7 +114,7 @@ impl NodeInfo {
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             used_ports: Vec::new(),
-            pods: BTreeSet::new(),
+            pods: BTreeMap::new(),
         }
     }
 
@@ -118,16 +124,17 @@ impl NodeInfo {
 
     /// Counts a pod on this node (once: a pod already counted is not counted twice).
     pub fn add_pod(&mut self, key: &str, r: &PodRequests) {
-        if !self.pods.insert(key.to_owned()) {
+        if self.pods.contains_key(key) {
             return;
         }
+        self.pods.insert(key.to_owned(), r.labels.clone());
         add(&mut self.requested, &r.requested, 1);
         add(&mut self.non_zero_requested, &r.non_zero, 1);
         self.used_ports.extend(r.host_ports.iter().cloned());
     }
 
     pub fn remove_pod(&mut self, key: &str, r: &PodRequests) {
-        if !self.pods.remove(key) {
+        if self.pods.remove(key).is_none() {
             return;
         }
         add(&mut self.requested, &r.requested, -1);

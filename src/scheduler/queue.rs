@@ -1,12 +1,14 @@
 //! The scheduling queue: pods waiting for a node, in three places as upstream keeps them.
 //!
-//! Mirrors `pkg/scheduler/backend/queue.PriorityQueue`: activeQ (ready to try, first in first
-//! out; klab has no priorities), backoffQ (failed recently: wait 1 s, doubling up to 10 s,
+//! Mirrors `pkg/scheduler/backend/queue.PriorityQueue`: activeQ (ready to try: higher
+//! `spec.priority` first, then first in first out, as upstream's default QueueSort plugin
+//! PrioritySort), backoffQ (failed recently: wait 1 s, doubling up to 10 s,
 //! upstream's `--pod-initial-backoff-seconds`/`--pod-max-backoff-seconds` defaults) and the
 //! unschedulable pods (no node fitted: retried when the cluster changes in a way that may
-//! help, or after five minutes). Leaves out priority ordering and queueing hints per plugin.
+//! help, or after five minutes). Leaves out queueing hints per plugin.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -16,8 +18,11 @@ pub const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 pub struct Queue {
-    active: VecDeque<String>,
-    in_active: HashSet<String>,
+    /// Ordered by priority (highest first), then by when the pod became active.
+    active: BTreeSet<(Reverse<i32>, u64, String)>,
+    in_active: HashMap<String, (Reverse<i32>, u64)>,
+    seq: u64,
+    priority: HashMap<String, i32>,
     backoff: HashMap<String, Instant>,
     unschedulable: HashMap<String, Instant>,
     attempts: HashMap<String, u32>,
@@ -35,7 +40,7 @@ impl Queue {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.in_active.contains(key)
+        self.in_active.contains_key(key)
             || self.backoff.contains_key(key)
             || self.unschedulable.contains_key(key)
     }
@@ -47,23 +52,33 @@ impl Queue {
         }
     }
 
+    /// The pod's `spec.priority`, which orders the active queue.
+    pub fn set_priority(&mut self, key: &str, priority: i32) {
+        self.priority.insert(key.to_owned(), priority);
+    }
+
     fn push_active(&mut self, key: &str) {
-        if self.in_active.insert(key.to_owned()) {
-            self.active.push_back(key.to_owned());
+        if self.in_active.contains_key(key) {
+            return;
         }
+        let p = Reverse(self.priority.get(key).copied().unwrap_or(0));
+        self.seq += 1;
+        self.in_active.insert(key.to_owned(), (p, self.seq));
+        self.active.insert((p, self.seq, key.to_owned()));
     }
 
     pub fn pop(&mut self) -> Option<String> {
-        let key = self.active.pop_front()?;
+        let (_, _, key) = self.active.pop_first()?;
         self.in_active.remove(&key);
         Some(key)
     }
 
     /// The pod is gone or bound: forget it everywhere.
     pub fn remove(&mut self, key: &str) {
-        if self.in_active.remove(key) {
-            self.active.retain(|k| k != key);
+        if let Some((p, seq)) = self.in_active.remove(key) {
+            self.active.remove(&(p, seq, key.to_owned()));
         }
+        self.priority.remove(key);
         self.backoff.remove(key);
         self.unschedulable.remove(key);
         self.attempts.remove(key);
@@ -160,6 +175,30 @@ mod tests {
         assert_eq!(q.pop(), None, "still backing off");
         q.flush(t0 + INITIAL_BACKOFF);
         assert_eq!(q.pop().as_deref(), Some("default/a"));
+    }
+
+    #[test]
+    fn higher_priority_pods_come_first_then_first_in_first_out() {
+        let mut q = Queue::default();
+        q.add("default/low-1");
+        q.set_priority("default/critical", 2_000_000_000);
+        q.add("default/critical");
+        q.add("default/low-2");
+        q.set_priority("default/mid", 1000);
+        q.add("default/mid");
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(
+            order,
+            [
+                "default/critical",
+                "default/mid",
+                "default/low-1",
+                "default/low-2"
+            ]
+        );
+        q.add("default/x");
+        q.remove("default/x");
+        assert_eq!(q.pop(), None);
     }
 
     #[test]

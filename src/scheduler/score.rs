@@ -2,9 +2,9 @@
 //! normalized over all feasible nodes where upstream normalizes, then weighted.
 //!
 //! Mirrors `pkg/scheduler/framework/plugins`: NodeResourcesFit with the LeastAllocated
-//! strategy (weight 1), NodeResourcesBalancedAllocation (1), TaintToleration (3) and
-//! NodeAffinity's preferred terms (2), upstream's default weights. Leaves out ImageLocality,
-//! PodTopologySpread and InterPodAffinity scoring.
+//! strategy (weight 1), NodeResourcesBalancedAllocation (1), TaintToleration (3),
+//! NodeAffinity's preferred terms (2) and PodTopologySpread (2, in [`super::spread`]),
+//! upstream's default weights. Leaves out ImageLocality and InterPodAffinity scoring.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -19,6 +19,7 @@ pub const SCORES: &[(&str, i64)] = &[
     ("NodeResourcesBalancedAllocation", 1),
     ("TaintToleration", 3),
     ("NodeAffinity", 2),
+    ("PodTopologySpread", 2),
 ];
 
 /// Every plugin's normalized score (before weighting) for one node, and the weighted total.
@@ -127,14 +128,15 @@ fn normalize(raw: &[i64], reverse: bool) -> Vec<i64> {
         .collect()
 }
 
-/// Scores every feasible node.
-pub fn run(pod: &Pod, r: &PodRequests, nodes: &[&NodeInfo]) -> Vec<NodeScore> {
+/// Scores every feasible node; `all` is every node, which topology spread counts over.
+pub fn run(pod: &Pod, r: &PodRequests, nodes: &[&NodeInfo], all: &[&NodeInfo]) -> Vec<NodeScore> {
     let taints: Vec<i64> = nodes
         .iter()
         .map(|n| intolerable_prefer_no_schedule(pod, n))
         .collect();
     let affinity: Vec<i64> = nodes.iter().map(|n| preferred_affinity(pod, n)).collect();
     let (taints, affinity) = (normalize(&taints, true), normalize(&affinity, false));
+    let spread = super::spread::score(pod, nodes, all);
     nodes
         .iter()
         .enumerate()
@@ -144,6 +146,7 @@ pub fn run(pod: &Pod, r: &PodRequests, nodes: &[&NodeInfo]) -> Vec<NodeScore> {
                 ("NodeResourcesBalancedAllocation", balanced_allocation(r, n)),
                 ("TaintToleration", taints[i]),
                 ("NodeAffinity", affinity[i]),
+                ("PodTopologySpread", spread[i]),
             ];
             let total = plugins
                 .iter()

@@ -134,6 +134,108 @@ fn a_deployment_of_ten_is_scheduled_spread_scaled_and_deleted() {
     );
 }
 
+/// A rollout that cannot move (its pods fit on no node) is marked ProgressDeadlineExceeded
+/// once progressDeadlineSeconds pass, and `kubectl rollout status` then fails with upstream's
+/// words.
+#[test]
+fn a_stuck_rollout_exceeds_its_progress_deadline() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1"], "1", "2Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    let mut d = deployment("stuck", 2, "nginx:1");
+    d["spec"]["progressDeadlineSeconds"] = json!(2);
+    d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("64");
+    p.apply_json("/apis/apps/v1/namespaces/default/deployments", d);
+    let progressing = |p: &Plane| {
+        deploy(p, "stuck")
+            .and_then(|d| d.status)
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+    };
+    assert!(
+        eventually(60, || progressing(&p).is_some_and(
+            |c| c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        )),
+        "{:?}\n{}",
+        progressing(&p),
+        p.log("controller-manager", "a")
+    );
+    let c = progressing(&p).unwrap();
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.starts_with("ReplicaSet \"stuck-")
+            && message.ends_with("\" has timed out progressing."),
+        "{message}"
+    );
+    if let Some(kubectl) = require("kubectl") {
+        let out = p.cluster.kubectl_with(
+            &kubectl,
+            &["rollout", "status", "deployment/stuck", "--timeout=30s"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("deployment \"stuck\" exceeded its progress deadline"),
+            "{err}"
+        );
+    }
+}
+
+/// With minReadySeconds, a Ready pod counts as available only once it has been Ready that
+/// long: whenever the ReplicaSet reports `n` available, at least `n` of its pods have been
+/// Ready for minReadySeconds by the time the status is read.
+#[test]
+fn min_ready_seconds_hold_pods_back_from_available() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1"], "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component("controller-manager", "a", &cm_args());
+    let mut d = deployment("slow", 2, "nginx:1");
+    d["spec"]["minReadySeconds"] = json!(2);
+    p.apply_json("/apis/apps/v1/namespaces/default/deployments", d);
+    let ready_long_enough = |p: &Plane| {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        p.pods("default")
+            .iter()
+            .filter(|pod| {
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .is_some_and(|t| t.0.as_second() + 2 <= now)
+            })
+            .count() as i32
+    };
+    assert!(
+        eventually(60, || {
+            let rs = replicasets(&p);
+            let Some(s) = rs.first().and_then(|r| r.status.clone()) else {
+                return false;
+            };
+            let available = s.available_replicas.unwrap_or(0);
+            assert!(
+                available <= ready_long_enough(&p),
+                "{available} available before minReadySeconds: {s:?}"
+            );
+            available == 2
+        }),
+        "{:?}\n{}",
+        replicasets(&p).first().and_then(|r| r.status.clone()),
+        p.log("controller-manager", "a")
+    );
+    assert!(
+        eventually(30, || settled(&p, "slow", 2, "nginx:1")),
+        "{:?}",
+        deploy(&p, "slow").and_then(|d| d.status)
+    );
+}
+
 #[test]
 fn orphan_deletion_keeps_the_replica_sets_and_pods() {
     let Some(p) = Plane::start() else { return };

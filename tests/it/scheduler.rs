@@ -1,6 +1,6 @@
 //! kube-scheduler as a process against a real API server (klab-store underneath) with simulated
 //! nodes: upstream's FailedScheduling message, taints and tolerations, retry when a node
-//! arrives, and `--explain`.
+//! arrives, topology spread constraints, and `--explain`.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
@@ -202,6 +202,137 @@ fn explain_logs_and_annotates_each_decision() {
             curl("/metrics").contains("scheduler_schedule_attempts_total{result=\"scheduled\"} 1")
         );
     }
+}
+
+/// A pod of app=spread with a hostname constraint (maxSkew 1, DoNotSchedule) that tolerates
+/// the taint `full=yes` (or not).
+fn spread_pod(name: &str, tolerate: bool) -> serde_json::Value {
+    let tolerations = if tolerate {
+        json!([{"key": "full", "operator": "Exists", "effect": "NoSchedule"}])
+    } else {
+        json!([])
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "spread"}},
+        "spec": {
+            "tolerations": tolerations,
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "spread"}}}],
+            "containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+    })
+}
+
+#[test]
+fn topology_spread_places_six_pods_two_per_node_and_keeps_a_seventh_pending() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["spread-a", "spread-b"], "4", "8Gi", json!([]));
+    p.nodes(
+        &["spread-c"],
+        "4",
+        "8Gi",
+        json!([{"key": "full", "value": "yes", "effect": "NoSchedule"}]),
+    );
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    for i in 0..6 {
+        p.apply_json(
+            "/api/v1/namespaces/default/pods",
+            spread_pod(&format!("web-{i}"), true),
+        );
+    }
+    let per_node = |p: &Plane| {
+        let mut count = std::collections::BTreeMap::<String, usize>::new();
+        for pod in crate::sim::live(&p.pods("default")) {
+            if let Some(n) = node_of(pod) {
+                *count.entry(n).or_default() += 1;
+            }
+        }
+        count
+    };
+    assert!(
+        eventually(30, || per_node(&p).values().sum::<usize>() == 6),
+        "{:?}\n{}",
+        per_node(&p),
+        p.log("scheduler", "a")
+    );
+    let spread: Vec<usize> = per_node(&p).into_values().collect();
+    assert_eq!(spread, [2, 2, 2], "maxSkew 1 over three nodes");
+    // One pod leaves spread-c: the domains hold 2, 2 and 1. A pod that does not tolerate
+    // spread-c's taint would make a or b hold 3 against c's 1, a skew of 2.
+    let on_c = p
+        .pods("default")
+        .into_iter()
+        .find(|x| node_of(x).as_deref() == Some("spread-c"))
+        .and_then(|x| x.metadata.name)
+        .unwrap();
+    let api: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+    p.rt.block_on(api.delete(&on_c, &Default::default()))
+        .unwrap();
+    assert!(eventually(20, || get(&p, &on_c).is_none()));
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        spread_pod("extra", false),
+    );
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {full: yes}, \
+2 node(s) didn't match pod topology spread constraints. \
+preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    assert!(
+        eventually(20, || events(&p, "FailedScheduling")
+            .iter()
+            .any(|e| e.message.as_deref() == Some(want))),
+        "{:?}\n{}",
+        events(&p, "FailedScheduling")
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>(),
+        p.log("scheduler", "a")
+    );
+    assert_eq!(get(&p, "extra").and_then(|x| node_of(&x)), None);
+}
+
+/// The API server's Priority admission: a pod's priorityClassName becomes spec.priority from
+/// the built-in classes (or 0 without one), and an unknown class is Forbidden in upstream's
+/// words.
+#[test]
+fn priority_class_names_resolve_to_spec_priority() {
+    let Some(p) = Plane::start() else { return };
+    let mut critical = pod("critical", "100m", json!([]));
+    critical["spec"]["priorityClassName"] = json!("system-cluster-critical");
+    p.apply_json("/api/v1/namespaces/default/pods", critical);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        pod("plain", "100m", json!([])),
+    );
+    let prio = |name: &str| get(&p, name).and_then(|x| x.spec).and_then(|s| s.priority);
+    assert_eq!(prio("critical"), Some(2_000_000_000));
+    assert_eq!(prio("plain"), Some(0));
+    let mut unknown = pod("unknown", "100m", json!([]));
+    unknown["spec"]["priorityClassName"] = json!("gold");
+    let (code, body) = p.cluster.curl(
+        Some("admin"),
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        Some(unknown.to_string().as_bytes()),
+    );
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        "pods \"unknown\" is forbidden: no PriorityClass with name gold was found"
+    );
+    assert_eq!(status["reason"], "Forbidden");
+    let (code, body) = p.cluster.curl(
+        Some("admin"),
+        "GET",
+        "/apis/scheduling.k8s.io/v1/priorityclasses/system-node-critical",
+        "application/json",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("2000001000"), "{body}");
 }
 
 /// The book's explained decision: one pod, three nodes, every filter verdict and score, and

@@ -126,7 +126,10 @@ impl Plane {
                     let patch = json!({"status": {
                         "phase": "Running",
                         "podIP": format!("10.244.{}.{}", ip / 250, ip % 250 + 2),
-                        "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+                            {"type": "PodScheduled", "status": "True"},
+                        ],
                     }});
                     let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                 }
