@@ -756,8 +756,9 @@ pub struct ControllerManagerArgs {
     /// Accepted as kubeadm passes it; klab's controllers all use --kubeconfig's identity
     #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
     pub use_service_account_credentials: Option<String>,
-    /// Accepted as kubeadm passes it; the token controller is not built yet
-    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    /// The cluster's CA certificate, which root-ca-cert-publisher publishes as the ConfigMap
+    /// kube-root-ca.crt in every namespace
+    #[arg(long, value_name = "FILE")]
     pub root_ca_file: Option<PathBuf>,
     /// Accepted as kubeadm passes it; the token controller is not built yet
     #[arg(long, value_name = "FILE", hide_short_help = true)]

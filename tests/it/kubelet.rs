@@ -293,6 +293,65 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         );
     }
 
+    // In-cluster credentials: the ServiceAccount admission plugin mounts a projected volume,
+    // and the kubelet fills it with a bound token, the cluster's CA and the namespace.
+    kubectl(c, &["create", "serviceaccount", "default"]);
+    let ca = std::fs::read_to_string(c.path("ca.crt")).unwrap();
+    kubectl(
+        c,
+        &[
+            "create",
+            "configmap",
+            "kube-root-ca.crt",
+            &format!("--from-file=ca.crt={}", c.path("ca.crt")),
+        ],
+    );
+    // The container prints what it finds at the upstream path, then tries to write there.
+    let script = "D=/var/run/secrets/kubernetes.io/serviceaccount; cat $D/namespace; echo; \
+                  cat $D/token; echo; cat $D/ca.crt; touch $D/x 2>/dev/null || echo read-only; \
+                  sleep 3603";
+    apply(
+        c,
+        "creds",
+        &pod_manifest("creds", "busybox", "Always", script),
+    );
+    wait_for("creds Running", 60, &log, || {
+        status_of(c, "creds").filter(|s| s["phase"] == "Running")
+    });
+    let spec = get(c, "pod/creds").unwrap()["spec"].clone();
+    assert_eq!(spec["serviceAccountName"], "default");
+    let volume = spec["volumes"][0]["name"].as_str().unwrap().to_owned();
+    assert!(volume.starts_with("kube-api-access-"), "{spec}");
+    let printed = wait_for("creds' output", 30, &log, || {
+        kubelet_get(c, port, "/containerLogs/default/creds/c", true)
+            .filter(|l| l.ends_with("read-only\n"))
+    });
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some("default"), "{printed}");
+    let token = lines.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.join("\n") + "\n", format!("{ca}read-only\n"));
+    let who = Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .args([
+            "--server",
+            &c.url,
+            "--certificate-authority",
+            &c.path("ca.crt"),
+            "--token",
+            &token,
+            "auth",
+            "whoami",
+        ])
+        .output()
+        .unwrap();
+    let who = ok(who);
+    assert!(
+        who.contains("system:serviceaccount:default:default"),
+        "{who}"
+    );
+    kubectl(c, &["delete", "pod", "creds", "--wait=false"]);
+
     // The kubelet's server shows the container's log, read from the CRI log file.
     let logs = kubelet_get(c, port, "/containerLogs/default/busy/c", true).unwrap();
     assert_eq!(logs, "hello from busy\n");
@@ -477,6 +536,7 @@ fn kubelet_runs_pods_on_real_containerd() {
         "busybox",
         "iptables",
         "kubectl",
+        "openssl",
     ] {
         if require(program).is_none() {
             return;
@@ -490,7 +550,35 @@ fn kubelet_runs_pods_on_real_containerd() {
         eprintln!("skipping: containernetworking-plugins not installed");
         return;
     }
-    let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
+    // A signing key, so that the kubelet can request service-account tokens.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = (keys.path().join("sa.key"), keys.path().join("sa.pub"));
+    for args in [
+        vec![
+            "genrsa",
+            "-traditional",
+            "-out",
+            key.to_str().unwrap(),
+            "2048",
+        ],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    let flags = [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
     };
     let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
