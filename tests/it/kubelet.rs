@@ -443,6 +443,45 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         "{st}"
     );
 
+    // A startup probe: until it passes the container is neither started nor ready, liveness
+    // waits for it (the same failing check as liveness would say "liveness"), and failing
+    // failureThreshold times restarts the container. The test passes it by creating a file in
+    // a hostPath folder.
+    let gate = root.with_extension("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    apply(
+        c,
+        "slow",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: gate\n    hostPath:\n      path: {}\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3605\"]\n    volumeMounts:\n    - name: gate\n      mountPath: /gate\n    startupProbe:\n      exec:\n        command: [\"cat\", \"/gate/up\"]\n      periodSeconds: 1\n      failureThreshold: 2\n    livenessProbe:\n      exec:\n        command: [\"cat\", \"/gate/up\"]\n      periodSeconds: 1\n      failureThreshold: 1\n    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n",
+            gate.display()
+        ),
+    );
+    let slow = |c: &Cluster| status_of(c, "slow").map(|s| s["containerStatuses"][0].clone());
+    let waiting = wait_for("the startup probe restarting `slow`", 60, &log, || {
+        slow(c)
+            .filter(|s| s["restartCount"].as_i64() >= Some(1) && s["state"]["running"].is_object())
+    });
+    assert_eq!(waiting["started"], false, "{waiting}");
+    assert_eq!(waiting["ready"], false, "{waiting}");
+    std::fs::write(gate.join("up"), "up\n").unwrap();
+    let up = wait_for("`slow` started and ready", 60, &log, || {
+        slow(c).filter(|s| s["started"] == true && s["ready"] == true)
+    });
+    assert!(up["state"]["running"].is_object(), "{up}");
+    let events = kubectl(
+        c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=slow",
+        ],
+    );
+    assert!(events.contains("failed startup probe"), "{events}");
+    assert!(!events.contains("failed liveness probe"), "{events}");
+    kubectl(c, &["delete", "pod", "slow", "--wait=false"]);
+
     // SIGKILL the kubelet and start it again: the running container is adopted, not restarted.
     let before = container(c, "busy").unwrap();
     drop(kubelet);
