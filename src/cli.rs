@@ -824,6 +824,20 @@ pub enum BenchCommand {
     Scheduler(BenchSchedulerArgs),
     /// Time from `klab up` to a Ready node and a first pod Running, and every component's RSS
     Up(BenchUpArgs),
+    /// Pod startup latency (created → all containers running) in batches, and the kubelet's RSS
+    Pods(BenchPodsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPodsArgs {
+    /// Measure only this runtime (default: containerd when root and installed, and simulated)
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Batch sizes, one row each (comma-separated); a batch's pods are created at once
+    #[arg(long, value_delimiter = ',', default_value = "1,10,30")]
+    pub batches: Vec<usize>,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]
