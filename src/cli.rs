@@ -756,8 +756,9 @@ pub struct ControllerManagerArgs {
     /// Accepted as kubeadm passes it; klab's controllers all use --kubeconfig's identity
     #[arg(long, num_args = 0..=1, default_missing_value = "true", hide_short_help = true)]
     pub use_service_account_credentials: Option<String>,
-    /// Accepted as kubeadm passes it; the token controller is not built yet
-    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    /// The cluster's CA certificate, which root-ca-cert-publisher publishes as the ConfigMap
+    /// kube-root-ca.crt in every namespace
+    #[arg(long, value_name = "FILE")]
     pub root_ca_file: Option<PathBuf>,
     /// Accepted as kubeadm passes it; the token controller is not built yet
     #[arg(long, value_name = "FILE", hide_short_help = true)]
@@ -823,6 +824,20 @@ pub enum BenchCommand {
     Scheduler(BenchSchedulerArgs),
     /// Time from `klab up` to a Ready node and a first pod Running, and every component's RSS
     Up(BenchUpArgs),
+    /// Pod startup latency (created → all containers running) in batches, and the kubelet's RSS
+    Pods(BenchPodsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPodsArgs {
+    /// Measure only this runtime (default: containerd when root and installed, and simulated)
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Batch sizes, one row each (comma-separated); a batch's pods are created at once
+    #[arg(long, value_delimiter = ',', default_value = "1,10,30")]
+    pub batches: Vec<usize>,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]

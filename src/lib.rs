@@ -112,6 +112,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Proxy(args) => Ok(proxy::run(*args, &mut out)?),
         cli::Command::Dns(args) => Ok(dns::run(*args, &mut out)?),
         cli::Command::Bench(cli::BenchCommand::Up(args)) => tools::bench::up::run(args, &mut out),
+        cli::Command::Bench(cli::BenchCommand::Pods(args)) => {
+            tools::bench::pods::run(args, &mut out)
+        }
         cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => {
             tools::bench::scheduler::run(args, &mut out)
         }

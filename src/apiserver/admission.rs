@@ -1,5 +1,5 @@
-//! Admission: the NodeRestriction and Priority plugins (NamespaceLifecycle's checks live in
-//! the create path).
+//! Admission: the NodeRestriction, Priority and ServiceAccount plugins (NamespaceLifecycle's
+//! checks live in the create path).
 //!
 //! Priority mirrors `plugin/pkg/admission/priority`: a new pod's `spec.priorityClassName` is
 //! resolved to `spec.priority` and `spec.preemptionPolicy` from its scheduling.k8s.io/v1
@@ -12,6 +12,14 @@
 //! delete only its own Node object, create only mirror pods bound to itself, and update the
 //! status of, delete or evict only the pods bound to itself. Leaves out its label rules
 //! (`node-restriction.kubernetes.io/`) and the checks on pods' service-account and volume refs.
+//!
+//! The ServiceAccount plugin mirrors `plugin/pkg/admission/serviceaccount`'s mutation: a pod
+//! without `spec.serviceAccountName` gets `default`, and unless `automountServiceAccountToken`
+//! is false (on the pod, else on the ServiceAccount) a `kube-api-access-<5 chars>` projected
+//! volume (bound token, the cluster's CA, the namespace) mounted read-only at
+//! [`SA_MOUNT`] in every container. Where upstream rejects a pod whose ServiceAccount does
+//! not exist yet, klab admits it without the volume, so clusters without the serviceaccount
+//! controller still run pods.
 
 use serde_json::Value;
 
@@ -92,6 +100,11 @@ pub async fn priority(
 }
 
 const MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// Where the ServiceAccount plugin mounts a pod's API credentials, as upstream.
+pub const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The prefix of the projected volume's name.
+pub const SA_VOLUME_PREFIX: &str = "kube-api-access-";
 
 fn forbid(res: &Resource, name: &str, why: String) -> ApiError {
     ApiError::forbidden(&target(res, name), &why)
@@ -184,4 +197,162 @@ pub async fn node_restriction(ctx: &Ctx, res: &Resource) -> Result<(), ApiError>
         _ => {}
     }
     Ok(())
+}
+
+/// The projected volume upstream's ServiceAccount plugin adds, under the name `name`.
+pub fn api_access_volume(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    })
+}
+
+/// The ServiceAccount plugin on a new pod: names its account and mounts its credentials.
+/// `account` is the pod's ServiceAccount as stored, `None` when it does not exist.
+pub fn mutate_pod(pod: &mut Value, account: Option<&Value>, suffix: &str) {
+    if pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(MIRROR))
+        .is_some()
+    {
+        return;
+    }
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let named = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    if !named {
+        spec.insert("serviceAccountName".into(), "default".into());
+    }
+    let Some(account) = account else {
+        return;
+    };
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            account
+                .get("automountServiceAccountToken")
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let volumes = spec
+        .entry("volumes")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !volumes.is_array() {
+        *volumes = Value::Array(Vec::new());
+    }
+    let Some(list) = volumes.as_array_mut() else {
+        return;
+    };
+    let existing = list.iter().find_map(|v| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .filter(|n| n.starts_with(SA_VOLUME_PREFIX))
+            .map(str::to_owned)
+    });
+    let name = match existing {
+        Some(n) => n,
+        None => {
+            let n = format!("{SA_VOLUME_PREFIX}{suffix}");
+            list.push(api_access_volume(&n));
+            n
+        }
+    };
+    for key in ["initContainers", "containers"] {
+        let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+            let mounts = c
+                .entry("volumeMounts")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            let taken = mounts
+                .iter()
+                .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SA_MOUNT));
+            if !taken {
+                mounts.push(serde_json::json!({
+                    "name": name, "readOnly": true, "mountPath": SA_MOUNT,
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}], "initContainers": [{"name": "i", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn service_account_mounts_credentials_everywhere() {
+        let mut p = pod();
+        mutate_pod(&mut p, Some(&json!({})), "abcde");
+        assert_eq!(p["spec"]["serviceAccountName"], "default");
+        assert_eq!(
+            p["spec"]["volumes"][0],
+            api_access_volume("kube-api-access-abcde")
+        );
+        for c in ["containers", "initContainers"] {
+            assert_eq!(
+                p["spec"][c][0]["volumeMounts"][0],
+                json!({"name": "kube-api-access-abcde", "readOnly": true, "mountPath": SA_MOUNT})
+            );
+        }
+        let again = p.clone();
+        mutate_pod(&mut p, Some(&json!({})), "zzzzz");
+        assert_eq!(p, again, "a second pass adds nothing");
+    }
+
+    #[test]
+    fn service_account_respects_automount_false() {
+        let mut p = pod();
+        p["spec"]["serviceAccountName"] = "robot".into();
+        mutate_pod(
+            &mut p,
+            Some(&json!({"automountServiceAccountToken": false})),
+            "abcde",
+        );
+        assert_eq!(p["spec"]["serviceAccountName"], "robot");
+        assert!(p["spec"].get("volumes").is_none());
+        let mut p = pod();
+        p["spec"]["automountServiceAccountToken"] = false.into();
+        mutate_pod(
+            &mut p,
+            Some(&json!({"automountServiceAccountToken": true})),
+            "abcde",
+        );
+        assert!(p["spec"].get("volumes").is_none());
+        let mut p = pod();
+        mutate_pod(&mut p, None, "abcde");
+        assert_eq!(p["spec"]["serviceAccountName"], "default");
+        assert!(p["spec"].get("volumes").is_none(), "no account, no volume");
+        let mut p = pod();
+        p["metadata"]["annotations"] = json!({MIRROR: "x"});
+        mutate_pod(&mut p, Some(&json!({})), "abcde");
+        assert!(
+            p["spec"].get("serviceAccountName").is_none(),
+            "mirror pods are left alone"
+        );
+    }
 }

@@ -87,6 +87,8 @@ pub struct State {
     pub sa_tokens: Option<satoken::ServiceAccountTokens>,
     /// Whether the NodeRestriction admission plugin is on.
     pub node_restriction: bool,
+    /// Whether the ServiceAccount admission plugin is on (it is by default, as upstream).
+    pub service_account_admission: bool,
     pub anonymous: bool,
     pub authorizers: Vec<authz::Mode>,
     pub client_certs: Option<tls::ClientCerts>,
@@ -133,16 +135,19 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         .map(|m| authz::Mode::parse(m).ok_or_else(|| ApiserverError::AuthorizationMode(m.clone())))
         .collect::<Result<Vec<_>, _>>()?;
     let mut node_restriction = false;
+    let mut service_account_admission = true;
     for p in &args.enable_admission_plugins {
         match p.trim() {
             "NamespaceLifecycle" | "Priority" => {}
             "NodeRestriction" => node_restriction = true,
+            "ServiceAccount" => service_account_admission = true,
             other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
         }
     }
     for p in &args.disable_admission_plugins {
         match p.trim() {
             "NodeRestriction" => node_restriction = false,
+            "ServiceAccount" => service_account_admission = false,
             "NamespaceLifecycle" => return Err(ApiserverError::NamespaceLifecycleOff),
             other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
         }
@@ -179,6 +184,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         tokens,
         sa_tokens,
         node_restriction,
+        service_account_admission,
         anonymous: args.anonymous_auth,
         authorizers,
         client_certs,

@@ -135,6 +135,17 @@ pub async fn create_object(
             m.remove("generation");
         }
         defaults::on_create(res.kind, &mut obj);
+        if res.kind == "Pod" && state.service_account_admission {
+            let sa = obj
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_owned();
+            let key = format!("/registry/serviceaccounts/{ns}/{sa}");
+            let account = state.store.get(&key).await?.map(|o| o.value);
+            super::admission::mutate_pod(&mut obj, account.as_ref(), &super::rest::random_suffix());
+        }
         let errs = crate::api::validation::check_object(res.kind, &obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(res.kind, &target(res, &name), &errs));

@@ -14,6 +14,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootca;
 pub mod runner;
 pub mod serviceaccount;
 
@@ -38,6 +39,7 @@ pub const ALL: &[&str] = &[
     "podgc",
     "endpoints",
     "endpointslice",
+    "root-ca-cert-publisher",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,12 @@ pub enum ControllerError {
     ClusterCidr(String),
     #[error("--allocate-node-cidrs needs --cluster-cidr")]
     NoClusterCidr,
+    #[error("reading --root-ca-file {path}")]
+    RootCaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Upstream controllers klab has not built: named in `--controllers`, they are skipped with a
@@ -77,7 +85,6 @@ pub const NOT_BUILT: &[&str] = &[
     "pvc-protection",
     "pv-protection",
     "clusterrole-aggregation",
-    "root-ca-cert-publisher",
     "route",
     "service",
     "cloud-node-lifecycle",
@@ -178,6 +185,16 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
         (None, true) => return Err(ControllerError::NoClusterCidr),
         _ => None,
     };
+    let root_ca =
+        match &args.root_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                ControllerError::RootCaFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,6 +230,16 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
                 "podgc" => tasks.spawn(podgc::run(c)),
                 "endpoints" => tasks.spawn(endpoints::run_endpoints(c)),
                 "endpointslice" => tasks.spawn(endpoints::run_slices(c)),
+                "root-ca-cert-publisher" => match &root_ca {
+                    Some(ca) => tasks.spawn(rootca::run(c, ca.clone())),
+                    None => {
+                        log(
+                            'I',
+                            "Skipping \"root-ca-cert-publisher\": --root-ca-file is not set",
+                        );
+                        continue;
+                    }
+                },
                 _ => continue,
             };
         }

@@ -13,7 +13,7 @@ use super::Error;
 use super::spec::PodRef;
 
 /// The pod's own fields a `fieldRef` can name.
-fn field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> String {
+pub(super) fn field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> String {
     let m = &pod.metadata;
     let s = pod.spec.clone().unwrap_or_default();
     let indexed = |map: &Option<BTreeMap<String, String>>, prefix: &str| {

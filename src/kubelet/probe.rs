@@ -1,8 +1,8 @@
-//! Liveness and readiness probes: exec (CRI `ExecSync`), tcpSocket and httpGet against the pod
+//! Liveness, readiness and startup probes: exec (CRI `ExecSync`), tcpSocket and httpGet against the pod
 //! IP, with upstream's defaults (period 10 s, timeout 1 s, failure threshold 3, success
 //! threshold 1). Mirrors upstream's `pkg/kubelet/prober`, HTTPS included (like upstream's
 //! prober it does not verify the certificate: a probe asks "are you alive", not "who are
-//! you"); leaves out startup and gRPC probes.
+//! you"); leaves out gRPC probes.
 
 use std::time::{Duration, Instant};
 

@@ -47,12 +47,20 @@ pub struct View {
     pub waiting: Option<(String, String)>,
     /// The readiness probe's verdict; `None` when the container has no readiness probe.
     pub probe_ready: Option<bool>,
+    /// The startup probe's verdict; `None` when the container has no startup probe.
+    pub probe_started: Option<bool>,
 }
 
 impl View {
-    /// Running, not waiting to restart, and passing its readiness probe if it has one.
+    /// Running, not waiting to restart, started, and passing its readiness probe if it has one.
     pub fn ready(&self) -> bool {
-        self.waiting.is_none() && self.running() && self.probe_ready.unwrap_or(true)
+        self.started() && self.probe_ready.unwrap_or(true)
+    }
+
+    /// Running, not waiting to restart, and past its startup probe if it has one (upstream's
+    /// `containerStatuses[].started`).
+    pub fn started(&self) -> bool {
+        self.waiting.is_none() && self.running() && self.probe_started.unwrap_or(true)
     }
 
     pub fn running(&self) -> bool {
@@ -151,7 +159,7 @@ fn container_status(v: &View) -> ContainerStatus {
         (None, Some(cur)) => (state_of(cur), v.previous.as_ref().map(state_of)),
         (None, None) => (waiting("ContainerCreating", ""), None),
     };
-    let running = v.waiting.is_none() && v.running();
+    let started = v.started();
     let ready = v.ready();
     ContainerStatus {
         name: v.name.clone(),
@@ -164,7 +172,7 @@ fn container_status(v: &View) -> ContainerStatus {
         container_id: v.current.as_ref().map(|s| s.id.clone()),
         restart_count: v.current.as_ref().map(|s| s.attempt as i32).unwrap_or(0),
         ready,
-        started: Some(running),
+        started: Some(started),
         state: Some(state),
         last_state: Some(last.unwrap_or_default()),
         ..Default::default()
@@ -311,6 +319,7 @@ mod tests {
             previous: None,
             waiting: waiting.map(|r| (r.into(), String::new())),
             probe_ready: None,
+            probe_started: None,
         }
     }
 
@@ -369,5 +378,19 @@ mod tests {
         let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
         assert!(!c.ready);
+    }
+
+    #[test]
+    fn a_container_before_its_startup_probe_passes_is_neither_started_nor_ready() {
+        let mut v = view(Some(Run::Running { started: 0 }), None);
+        v.probe_started = Some(false);
+        v.probe_ready = Some(true);
+        let s = build(&pod("Always"), &obs(v.clone()), Timestamp::UNIX_EPOCH);
+        let c = &s.container_statuses.unwrap()[0];
+        assert_eq!((c.started, c.ready), (Some(false), false));
+        v.probe_started = Some(true);
+        let s = build(&pod("Always"), &obs(v), Timestamp::UNIX_EPOCH);
+        let c = &s.container_statuses.unwrap()[0];
+        assert_eq!((c.started, c.ready), (Some(true), true));
     }
 }

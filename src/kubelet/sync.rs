@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
 use super::events::Pending;
 use super::spec::{self, PodRef};
@@ -188,6 +188,13 @@ impl PodRuntime {
                         .is_some_and(|t| t.ok)
                 })
             });
+            let probe_started = c.startup_probe.as_ref().map(|_| {
+                current.as_ref().is_some_and(|s| {
+                    self.probes
+                        .get(&(s.id.clone(), "startup"))
+                        .is_some_and(|t| t.ok)
+                })
+            });
             views.push(View {
                 name: c.name.clone(),
                 image: c.image.clone().unwrap_or_default(),
@@ -195,6 +202,7 @@ impl PodRuntime {
                 previous,
                 waiting: self.waiting.get(&c.name).cloned(),
                 probe_ready,
+                probe_started,
             });
         }
         Ok(views)
@@ -334,8 +342,10 @@ impl PodRuntime {
         Ok(())
     }
 
-    /// Runs the probes that are due. A liveness probe that failed failureThreshold times in a
-    /// row stops its container, which the restart policy then restarts, as upstream.
+    /// Runs the probes that are due. A startup probe runs alone until it succeeds once;
+    /// liveness and readiness probes wait for it. A liveness or startup probe that failed
+    /// failureThreshold times in a row stops its container, which the restart policy then
+    /// restarts, as upstream.
     async fn probe(
         &mut self,
         pod: &Pod,
@@ -355,10 +365,20 @@ impl PodRuntime {
             else {
                 continue;
             };
-            for (kind, p) in [
-                ("liveness", &c.liveness_probe),
-                ("readiness", &c.readiness_probe),
-            ] {
+            let starting = c.startup_probe.is_some()
+                && !self
+                    .probes
+                    .get(&(id.clone(), "startup"))
+                    .is_some_and(|t| t.ok);
+            let kinds: &[(&'static str, &Option<Probe>)] = if starting {
+                &[("startup", &c.startup_probe)]
+            } else {
+                &[
+                    ("liveness", &c.liveness_probe),
+                    ("readiness", &c.readiness_probe),
+                ]
+            };
+            for &(kind, p) in kinds {
                 let Some(p) = p else { continue };
                 let key = (id.clone(), kind);
                 let mut t = self.probes.get(&key).cloned().unwrap_or_default();
@@ -367,25 +387,25 @@ impl PodRuntime {
                 }
                 let outcome = probe::run(&mut self.cri, c, bare(id), &ip, p).await;
                 if let Err(why) = &outcome {
-                    let what = if kind == "liveness" {
-                        "Liveness"
-                    } else {
-                        "Readiness"
+                    let what = match kind {
+                        "liveness" => "Liveness",
+                        "startup" => "Startup",
+                        _ => "Readiness",
                     };
                     self.event(true, "Unhealthy", format!("{what} probe failed: {why}"));
                 }
                 t.record(p, outcome);
-                if kind == "liveness" && t.failed {
+                if kind != "readiness" && t.failed {
                     self.event(
                         false,
                         "Killing",
                         format!(
-                            "Container {} failed liveness probe, will be restarted",
+                            "Container {} failed {kind} probe, will be restarted",
                             c.name
                         ),
                     );
                     eprintln!(
-                        "kubelet: pod {}: container {} failed liveness probe ({}), will be restarted",
+                        "kubelet: pod {}: container {} failed {kind} probe ({}), will be restarted",
                         r.key(),
                         c.name,
                         t.message

@@ -595,3 +595,52 @@ fn the_cloud_controller_manager_initializes_nodes_and_load_balancers() {
 }
 
 mod daemonset;
+
+#[test]
+fn root_ca_cert_publisher_puts_the_ca_in_every_namespace() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let Some(p) = Plane::start() else { return };
+    let ca_file = p.cluster.path("ca.crt");
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    let flag = format!("--root-ca-file={ca_file}");
+    let _cm = p.component(
+        "controller-manager",
+        "a",
+        &[
+            "--leader-elect=false",
+            "--controllers=root-ca-cert-publisher",
+            &flag,
+        ],
+    );
+    p.apply_json(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
+    );
+    let ca_in = |ns: &str| {
+        let maps: Api<ConfigMap> = Api::namespaced(p.client.clone(), ns);
+        p.rt.block_on(maps.get_opt("kube-root-ca.crt"))
+            .ok()
+            .flatten()
+            .and_then(|m| m.data)
+            .and_then(|d| d.get("ca.crt").cloned())
+    };
+    assert!(
+        eventually(30, || ["default", "kube-system", "team-a"]
+            .iter()
+            .all(|ns| ca_in(ns).as_deref() == Some(ca.as_str()))),
+        "kube-root-ca.crt in every namespace; log:\n{}",
+        p.log("controller-manager", "a")
+    );
+    // Changed by hand, it is put back.
+    let maps: Api<ConfigMap> = Api::namespaced(p.client.clone(), "team-a");
+    p.rt.block_on(maps.patch(
+        "kube-root-ca.crt",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"ca.crt": "tampered"}})),
+    ))
+    .unwrap();
+    assert!(
+        eventually(60, || ca_in("team-a").as_deref() == Some(ca.as_str())),
+        "kube-root-ca.crt restored"
+    );
+}

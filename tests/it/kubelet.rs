@@ -293,6 +293,65 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         );
     }
 
+    // In-cluster credentials: the ServiceAccount admission plugin mounts a projected volume,
+    // and the kubelet fills it with a bound token, the cluster's CA and the namespace.
+    kubectl(c, &["create", "serviceaccount", "default"]);
+    let ca = std::fs::read_to_string(c.path("ca.crt")).unwrap();
+    kubectl(
+        c,
+        &[
+            "create",
+            "configmap",
+            "kube-root-ca.crt",
+            &format!("--from-file=ca.crt={}", c.path("ca.crt")),
+        ],
+    );
+    // The container prints what it finds at the upstream path, then tries to write there.
+    let script = "D=/var/run/secrets/kubernetes.io/serviceaccount; cat $D/namespace; echo; \
+                  cat $D/token; echo; cat $D/ca.crt; touch $D/x 2>/dev/null || echo read-only; \
+                  sleep 3603";
+    apply(
+        c,
+        "creds",
+        &pod_manifest("creds", "busybox", "Always", script),
+    );
+    wait_for("creds Running", 60, &log, || {
+        status_of(c, "creds").filter(|s| s["phase"] == "Running")
+    });
+    let spec = get(c, "pod/creds").unwrap()["spec"].clone();
+    assert_eq!(spec["serviceAccountName"], "default");
+    let volume = spec["volumes"][0]["name"].as_str().unwrap().to_owned();
+    assert!(volume.starts_with("kube-api-access-"), "{spec}");
+    let printed = wait_for("creds' output", 30, &log, || {
+        kubelet_get(c, port, "/containerLogs/default/creds/c", true)
+            .filter(|l| l.ends_with("read-only\n"))
+    });
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some("default"), "{printed}");
+    let token = lines.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.join("\n") + "\n", format!("{ca}read-only\n"));
+    let who = Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .args([
+            "--server",
+            &c.url,
+            "--certificate-authority",
+            &c.path("ca.crt"),
+            "--token",
+            &token,
+            "auth",
+            "whoami",
+        ])
+        .output()
+        .unwrap();
+    let who = ok(who);
+    assert!(
+        who.contains("system:serviceaccount:default:default"),
+        "{who}"
+    );
+    kubectl(c, &["delete", "pod", "creds", "--wait=false"]);
+
     // The kubelet's server shows the container's log, read from the CRI log file.
     let logs = kubelet_get(c, port, "/containerLogs/default/busy/c", true).unwrap();
     assert_eq!(logs, "hello from busy\n");
@@ -383,6 +442,45 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             .any(|c| c["type"] == "Ready" && c["status"] == "False"),
         "{st}"
     );
+
+    // A startup probe: until it passes the container is neither started nor ready, liveness
+    // waits for it (the same failing check as liveness would say "liveness"), and failing
+    // failureThreshold times restarts the container. The test passes it by creating a file in
+    // a hostPath folder.
+    let gate = root.with_extension("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    apply(
+        c,
+        "slow",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: gate\n    hostPath:\n      path: {}\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3605\"]\n    volumeMounts:\n    - name: gate\n      mountPath: /gate\n    startupProbe:\n      exec:\n        command: [\"cat\", \"/gate/up\"]\n      periodSeconds: 1\n      failureThreshold: 2\n    livenessProbe:\n      exec:\n        command: [\"cat\", \"/gate/up\"]\n      periodSeconds: 1\n      failureThreshold: 1\n    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n",
+            gate.display()
+        ),
+    );
+    let slow = |c: &Cluster| status_of(c, "slow").map(|s| s["containerStatuses"][0].clone());
+    let waiting = wait_for("the startup probe restarting `slow`", 60, &log, || {
+        slow(c)
+            .filter(|s| s["restartCount"].as_i64() >= Some(1) && s["state"]["running"].is_object())
+    });
+    assert_eq!(waiting["started"], false, "{waiting}");
+    assert_eq!(waiting["ready"], false, "{waiting}");
+    std::fs::write(gate.join("up"), "up\n").unwrap();
+    let up = wait_for("`slow` started and ready", 60, &log, || {
+        slow(c).filter(|s| s["started"] == true && s["ready"] == true)
+    });
+    assert!(up["state"]["running"].is_object(), "{up}");
+    let events = kubectl(
+        c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=slow",
+        ],
+    );
+    assert!(events.contains("failed startup probe"), "{events}");
+    assert!(!events.contains("failed liveness probe"), "{events}");
+    kubectl(c, &["delete", "pod", "slow", "--wait=false"]);
 
     // SIGKILL the kubelet and start it again: the running container is adopted, not restarted.
     let before = container(c, "busy").unwrap();
@@ -477,6 +575,7 @@ fn kubelet_runs_pods_on_real_containerd() {
         "busybox",
         "iptables",
         "kubectl",
+        "openssl",
     ] {
         if require(program).is_none() {
             return;
@@ -490,7 +589,35 @@ fn kubelet_runs_pods_on_real_containerd() {
         eprintln!("skipping: containernetworking-plugins not installed");
         return;
     }
-    let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
+    // A signing key, so that the kubelet can request service-account tokens.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = (keys.path().join("sa.key"), keys.path().join("sa.pub"));
+    for args in [
+        vec![
+            "genrsa",
+            "-traditional",
+            "-out",
+            key.to_str().unwrap(),
+            "2048",
+        ],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    let flags = [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
     };
     let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());

@@ -621,3 +621,41 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
     }));
     up.down();
 }
+
+/// `klab bench pods` runs end to end on the simulated runtime at a tiny size and reports one
+/// row per batch (figures not asserted).
+#[test]
+fn bench_pods_smoke() {
+    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let out = klab()
+        .args([
+            "bench",
+            "pods",
+            "--runtime",
+            "simulated",
+            "--batches",
+            "1,2",
+            "-o",
+            "json",
+        ])
+        .timeout(Duration::from_secs(240))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pods: Vec<i64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pods"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pods, [1, 2]);
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["runtime"], "simulated");
+        assert!(r["kubelet_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

@@ -2,6 +2,7 @@
 //! run, with the same settings, and prints them side by side with the ratio.
 
 pub mod api;
+pub mod pods;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

@@ -69,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Each process whose command line names `dir`, with its resident set in MiB.
-fn rss_under(dir: &Path) -> BTreeMap<String, f64> {
+pub(super) fn rss_under(dir: &Path) -> BTreeMap<String, f64> {
     let d = dir.display().to_string();
     let mut all: BTreeMap<String, f64> = BTreeMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -105,7 +105,7 @@ fn rss_under(dir: &Path) -> BTreeMap<String, f64> {
     all
 }
 
-fn node_ready(n: &Node) -> bool {
+pub(super) fn node_ready(n: &Node) -> bool {
     n.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -195,7 +195,7 @@ async fn once(runtime: RuntimeKind, dir: &Path) -> Result<Run, BenchUpError> {
     })
 }
 
-fn down(dir: &Path) {
+pub(super) fn down(dir: &Path) {
     if let Ok(exe) = std::env::current_exe() {
         let _ = Command::new(exe)
             .args(["down", "--name", "bench", "--dir"])
