@@ -96,6 +96,13 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// Available pods of `rs` as far as a rolling update may count them: never more than its
+/// spec asks for. Right after a scale-down the ReplicaSet's status still counts the pods being
+/// deleted; counting them would let the next sync scale down again below maxUnavailable.
+fn counted_available(rs: &ReplicaSet) -> i32 {
+    st(rs).2.min(spec_replicas(rs))
+}
+
 fn st(rs: &ReplicaSet) -> (i32, i32, i32) {
     let s = rs.status.clone().unwrap_or_default();
     (
@@ -428,7 +435,7 @@ impl Controller {
         }
         // Old ReplicaSets down, keeping replicas − maxUnavailable available.
         let min_available = replicas - unavailable;
-        let new_unavailable = (new_n - st(new).2).max(0);
+        let new_unavailable = (new_n - counted_available(new)).max(0);
         let mut budget = total - min_available - new_unavailable;
         if budget <= 0 {
             return;
@@ -439,7 +446,7 @@ impl Controller {
         // First the old pods that are not available anyway.
         let mut scaled: HashMap<String, i32> = HashMap::new();
         for o in &olds {
-            let unhealthy = spec_replicas(o) - st(o).2;
+            let unhealthy = spec_replicas(o) - counted_available(o);
             if budget <= 0 || unhealthy <= 0 {
                 continue;
             }
@@ -448,7 +455,7 @@ impl Controller {
             scaled.insert(rkey(o), spec_replicas(o) - n);
         }
         // Then available ones, as long as enough stay available.
-        let available: i32 = all.iter().map(|r| st(r).2).sum();
+        let available: i32 = all.iter().map(|r| counted_available(r)).sum();
         let mut can = available - min_available;
         for o in &olds {
             let cur = scaled.get(&rkey(o)).copied().unwrap_or(spec_replicas(o));
@@ -694,6 +701,17 @@ pub async fn run(client: kube::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_down_replicaset_counts_no_more_available_pods_than_it_asks_for() {
+        // Just scaled from 6 to 5: the status still counts the pod being deleted.
+        let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "spec": {"replicas": 5, "selector": {}},
+            "status": {"replicas": 6, "availableReplicas": 6},
+        }))
+        .unwrap();
+        assert_eq!(counted_available(&rs), 5);
+    }
 
     #[test]
     fn a_rollout_that_stops_moving_times_out_after_its_deadline() {
