@@ -547,13 +547,12 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
         "-o",
         "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
     ]);
-    // kube-proxy needs a moment to see the endpoints.
-    assert!(eventually(60, || tally_from_host(
-        &format!("http://{ip}/"),
-        4
-    )
-    .keys()
-    .any(|k| names.contains(&k.as_str()))));
+    // kube-proxy needs a moment to program both endpoints: wait until both pods answer, so the
+    // count below measures the balancing, not the moment the second endpoint arrives.
+    assert!(eventually(60, || {
+        let t = tally_from_host(&format!("http://{ip}/"), 10);
+        names.iter().all(|n| t.contains_key(*n))
+    }));
 
     // From the host: 200 requests, each pod at least a quarter of them.
     let seen = tally_from_host(&format!("http://{ip}/"), 200);
