@@ -228,18 +228,7 @@ async fn one_runtime(
 }
 
 async fn measure(args: &BenchPodsArgs) -> Result<Vec<Row>, BenchPodsError> {
-    let runtimes: Vec<RuntimeKind> = match args.runtime {
-        Some(r) => vec![r],
-        None => {
-            let root = rustix::process::geteuid().is_root();
-            let has = crate::runtime::which("containerd", "containerd").is_ok();
-            if root && has {
-                vec![RuntimeKind::Containerd, RuntimeKind::Simulated]
-            } else {
-                vec![RuntimeKind::Simulated]
-            }
-        }
-    };
+    let runtimes: Vec<RuntimeKind> = super::up::runtimes(args.runtime);
     let base: PathBuf =
         std::env::temp_dir().join(format!("klab-bench-pods-{}", std::process::id()));
     let mut rows = Vec::new();

@@ -195,6 +195,20 @@ async fn once(runtime: RuntimeKind, dir: &Path) -> Result<Run, BenchUpError> {
     })
 }
 
+/// The runtimes a cluster benchmark measures: the one asked for, else containerd (when root
+/// and installed) and the simulated runtime.
+pub(super) fn runtimes(asked: Option<RuntimeKind>) -> Vec<RuntimeKind> {
+    if let Some(r) = asked {
+        return vec![r];
+    }
+    let root = rustix::process::geteuid().is_root();
+    if root && crate::runtime::which("containerd", "containerd").is_ok() {
+        vec![RuntimeKind::Containerd, RuntimeKind::Simulated]
+    } else {
+        vec![RuntimeKind::Simulated]
+    }
+}
+
 pub(super) fn down(dir: &Path) {
     if let Ok(exe) = std::env::current_exe() {
         let _ = Command::new(exe)
@@ -216,18 +230,7 @@ const CONTROL_PLANE: &[&str] = &[
 
 async fn measure(args: &BenchUpArgs) -> Result<Vec<Row>, BenchUpError> {
     let mut rows = Vec::new();
-    let runtimes: Vec<RuntimeKind> = match args.runtime {
-        Some(r) => vec![r],
-        None => {
-            let root = rustix::process::geteuid().is_root();
-            let has = crate::runtime::which("containerd", "containerd").is_ok();
-            if root && has {
-                vec![RuntimeKind::Containerd, RuntimeKind::Simulated]
-            } else {
-                vec![RuntimeKind::Simulated]
-            }
-        }
-    };
+    let runtimes: Vec<RuntimeKind> = runtimes(args.runtime);
     let base: PathBuf = std::env::temp_dir().join(format!("klab-bench-up-{}", std::process::id()));
     for rt in runtimes {
         let mut runs = Vec::new();
