@@ -476,7 +476,7 @@ fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
     let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
         return;
     };
-    let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::containerd_host();
     let dir = cluster.dir.path().to_path_buf();
     let cni_conf = dir.join("cni");
     cni::write_conflist(&cni_conf, POD_CIDR).unwrap();

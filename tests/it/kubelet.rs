@@ -620,7 +620,7 @@ fn kubelet_runs_pods_on_real_containerd() {
     let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
     };
-    let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::containerd_host();
     let dir: PathBuf = cluster.dir.path().to_path_buf();
     let cni_conf = dir.join("cni");
     cni::write_conflist(&cni_conf, POD_CIDR).unwrap();

@@ -326,7 +326,7 @@ fn labs_on_an_api_server_run_end_to_end() {
 #[test]
 fn every_lab_runs_end_to_end_on_klab_up() {
     // `klab up` takes the cluster ports; one cluster at a time, as the other `up` tests.
-    let _guard = crate::CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     for p in ["kubectl", "etcdctl", "curl", "openssl"] {
         if require(p).is_none() {
             return;

@@ -28,9 +28,34 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-/// Held by every test that starts containerd: one containerd per host at a time (containerd
-/// 1.6 keeps state in /run/containerd whatever its config says), and one `cni0` bridge.
-pub static CONTAINERD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Taken by every test that starts containerd: one containerd per host at a time (containerd
+/// 1.6 keeps state in /run/containerd whatever its config says), and one `cni0` bridge. The
+/// mutex orders this test binary's threads; the file lock orders test runs of other
+/// checkouts on the same host (two worktrees' runs would otherwise break each other).
+pub fn containerd_host() -> ContainerdHost {
+    static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let thread = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::env::temp_dir().join("klab-tests-containerd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    ContainerdHost {
+        _thread: thread,
+        _file: file,
+    }
+}
+
+/// The host's containerd is this test's until the guard drops (the file lock goes with the
+/// file).
+pub struct ContainerdHost {
+    _thread: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
 
 /// The fixed "now" of every snapshot: a week into the fixtures' validity.
 pub fn now() -> OffsetDateTime {

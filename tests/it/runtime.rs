@@ -227,7 +227,7 @@ fn a_pod_runs_on_real_containerd() {
         eprintln!("skipping: containernetworking-plugins not installed");
         return;
     }
-    let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::containerd_host();
     let dir: PathBuf = std::fs::canonicalize(scratch("runtime")).unwrap();
     let cni_conf = dir.join("cni");
     cni::write_conflist(&cni_conf, POD_CIDR).unwrap();

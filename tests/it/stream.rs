@@ -604,7 +604,7 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
     ) else {
         return;
     };
-    let _one = crate::CONTAINERD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::containerd_host();
     let dir: PathBuf = cluster.dir.path().to_path_buf();
     let cni_conf = dir.join("cni");
     cni::write_conflist(&cni_conf, POD_CIDR).unwrap();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::sim::eventually;
-use crate::{CONTAINERD, klab, require, scratch};
+use crate::{klab, require, scratch};
 
 /// A cluster `klab up` made; `klab down` runs when it drops, so a failing test cleans up.
 struct Up {
@@ -172,7 +172,7 @@ fn pods_running(up: &Up, selector: &str, n: usize) -> bool {
 
 #[test]
 fn up_simulated_runs_the_control_plane_as_static_pods_and_down_removes_it() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     let Some(up) = Up::start("sim", &["--runtime", "simulated", "--workers", "1"]) else {
         return;
     };
@@ -267,7 +267,7 @@ fn up_simulated_runs_the_control_plane_as_static_pods_and_down_removes_it() {
 
 #[test]
 fn up_on_etcd_keeps_the_objects_under_registry_keys() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     let Some(etcdctl) = require("etcdctl") else {
         return;
     };
@@ -306,7 +306,7 @@ fn up_on_etcd_keeps_the_objects_under_registry_keys() {
 
 #[test]
 fn up_refuses_a_taken_port_and_names_it() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     let port = crate::free_port();
     let _busy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
     let dir = std::fs::canonicalize(scratch("up-busy")).unwrap();
@@ -368,7 +368,7 @@ fn iptables_kube_chains() -> usize {
 
 #[test]
 fn up_on_containerd_runs_real_pods_behind_a_service_and_down_leaves_nothing() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     if require("containerd").is_none() || require("iptables-save").is_none() {
         return;
     }
@@ -500,7 +500,7 @@ fn tally_from_host(url: &str, n: usize) -> std::collections::BTreeMap<String, us
 /// through its own Service (hairpin), and a Service scaled to zero refuses connections.
 #[test]
 fn services_balance_hairpin_and_refuse_on_containerd() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     if require("containerd").is_none() || require("busybox").is_none() {
         return;
     }
@@ -625,7 +625,7 @@ fn services_balance_hairpin_and_refuse_on_containerd() {
 /// row per batch (figures not asserted).
 #[test]
 fn bench_pods_smoke() {
-    let _guard = CONTAINERD.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::containerd_host();
     let out = klab()
         .args([
             "bench",
