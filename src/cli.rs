@@ -525,6 +525,14 @@ pub struct ApiserverArgs {
     /// Admission plugins to disable (only plugins klab builds can be named)
     #[arg(long, value_name = "PLUGINS", value_delimiter = ',')]
     pub disable_admission_plugins: Vec<String>,
+    /// The tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration that
+    /// the DefaultTolerationSeconds plugin adds to every pod that lacks one
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The tolerationSeconds of the `node.kubernetes.io/unreachable:NoExecute` toleration that
+    /// the DefaultTolerationSeconds plugin adds to every pod that lacks one
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// Private key that signs service-account tokens (TokenRequest, `kubectl create token`)
     #[arg(long, value_name = "FILE")]
     pub service_account_signing_key_file: Option<PathBuf>,

@@ -13,6 +13,13 @@
 //! status of, delete or evict only the pods bound to itself. Leaves out its label rules
 //! (`node-restriction.kubernetes.io/`) and the checks on pods' service-account and volume refs.
 //!
+//! DefaultTolerationSeconds mirrors `plugin/pkg/admission/defaulttolerationseconds`: a new pod
+//! that does not already tolerate `node.kubernetes.io/not-ready:NoExecute` (or
+//! `unreachable`) gets a toleration of it for `--default-not-ready-toleration-seconds`
+//! (`--default-unreachable-toleration-seconds`), 300 s each by default. That is why, on a
+//! kubeadm cluster as on klab, a pod stays five minutes on a node that stopped answering
+//! before the node lifecycle controller evicts it.
+//!
 //! The ServiceAccount plugin mirrors `plugin/pkg/admission/serviceaccount`'s mutation: a pod
 //! without `spec.serviceAccountName` gets `default`, and unless `automountServiceAccountToken`
 //! is false (on the pod, else on the ServiceAccount) a `kube-api-access-<5 chars>` projected
@@ -199,6 +206,55 @@ pub async fn node_restriction(ctx: &Ctx, res: &Resource) -> Result<(), ApiError>
     Ok(())
 }
 
+/// The DefaultTolerationSeconds plugin's settings: seconds a pod stays on a node that is
+/// not ready, or unreachable, before it is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    pub not_ready: i64,
+    pub unreachable: i64,
+}
+
+impl DefaultTolerations {
+    /// Adds the tolerations a new pod lacks. A toleration already covers a taint when its key
+    /// is the taint's or empty, and its effect NoExecute or empty (upstream's test: the
+    /// operator and value are not looked at).
+    pub fn mutate_pod(&self, pod: &mut Value) {
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let tolerations = spec
+            .entry("tolerations")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !tolerations.is_array() {
+            *tolerations = Value::Array(Vec::new());
+        }
+        let Some(list) = tolerations.as_array_mut() else {
+            return;
+        };
+        let covers = |t: &Value, key: &str| {
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            (k.is_empty() || k == key) && (e.is_empty() || e == "NoExecute")
+        };
+        for (key, seconds) in [
+            (NOT_READY_TAINT, self.not_ready),
+            (UNREACHABLE_TAINT, self.unreachable),
+        ] {
+            if !list.iter().any(|t| covers(t, key)) {
+                list.push(serde_json::json!({
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": seconds,
+                }));
+            }
+        }
+    }
+}
+
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
 /// The projected volume upstream's ServiceAccount plugin adds, under the name `name`.
 pub fn api_access_volume(name: &str) -> Value {
     serde_json::json!({
@@ -302,6 +358,55 @@ mod tests {
 
     fn pod() -> Value {
         json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}], "initContainers": [{"name": "i", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn default_tolerations_are_added_unless_one_covers_the_taint() {
+        let d = DefaultTolerations {
+            not_ready: 300,
+            unreachable: 20,
+        };
+        let mut p = pod();
+        d.mutate_pod(&mut p);
+        assert_eq!(
+            p["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 20},
+            ])
+        );
+        // The pod's own toleration of unreachable (forever) is kept and not doubled.
+        let mut p = pod();
+        p["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}]);
+        d.mutate_pod(&mut p);
+        let keys: Vec<_> = p["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap(),
+                    t.get("tolerationSeconds").is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("node.kubernetes.io/unreachable", false),
+                ("node.kubernetes.io/not-ready", true)
+            ]
+        );
+        // A toleration of everything (empty key, operator Exists: static pods' kind) covers
+        // both; a NoSchedule one covers neither.
+        let mut p = pod();
+        p["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        d.mutate_pod(&mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        let mut p = pod();
+        p["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]);
+        d.mutate_pod(&mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 3);
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct State {
     pub node_restriction: bool,
     /// Whether the ServiceAccount admission plugin is on (it is by default, as upstream).
     pub service_account_admission: bool,
+    /// The DefaultTolerationSeconds plugin's seconds for not-ready and unreachable, when on
+    /// (it is by default, as upstream).
+    pub default_tolerations: Option<admission::DefaultTolerations>,
     pub anonymous: bool,
     pub authorizers: Vec<authz::Mode>,
     pub client_certs: Option<tls::ClientCerts>,
@@ -136,9 +139,10 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut node_restriction = false;
     let mut service_account_admission = true;
+    let mut default_tolerations = true;
     for p in &args.enable_admission_plugins {
         match p.trim() {
-            "NamespaceLifecycle" | "Priority" => {}
+            "NamespaceLifecycle" | "Priority" | "DefaultTolerationSeconds" => {}
             "NodeRestriction" => node_restriction = true,
             "ServiceAccount" => service_account_admission = true,
             other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
@@ -148,6 +152,7 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         match p.trim() {
             "NodeRestriction" => node_restriction = false,
             "ServiceAccount" => service_account_admission = false,
+            "DefaultTolerationSeconds" => default_tolerations = false,
             "NamespaceLifecycle" => return Err(ApiserverError::NamespaceLifecycleOff),
             other => return Err(ApiserverError::AdmissionPlugin(other.to_owned())),
         }
@@ -185,6 +190,10 @@ async fn serve(args: ApiserverArgs) -> Result<(), ApiserverError> {
         sa_tokens,
         node_restriction,
         service_account_admission,
+        default_tolerations: default_tolerations.then_some(admission::DefaultTolerations {
+            not_ready: args.default_not_ready_toleration_seconds,
+            unreachable: args.default_unreachable_toleration_seconds,
+        }),
         anonymous: args.anonymous_auth,
         authorizers,
         client_certs,

@@ -135,6 +135,9 @@ pub async fn create_object(
             m.remove("generation");
         }
         defaults::on_create(res.kind, &mut obj);
+        if let (true, Some(d)) = (res.kind == "Pod", &state.default_tolerations) {
+            d.mutate_pod(&mut obj);
+        }
         if res.kind == "Pod" && state.service_account_admission {
             let sa = obj
                 .pointer("/spec/serviceAccountName")

@@ -8,8 +8,9 @@
 //! `node.kubernetes.io/unreachable` taints (NoSchedule and NoExecute); a node that reports
 //! Ready=False gets `node.kubernetes.io/not-ready`. Pods on a node with a NoExecute taint they
 //! do not tolerate are deleted at once, those tolerating it for `tolerationSeconds` after that.
-//! Leaves out zone-aware rate limits of eviction and the DefaultTolerationSeconds admission
-//! (klab's API server does not add the 300 s tolerations, so pods go at once).
+//! With the API server's DefaultTolerationSeconds admission (on by default) every pod
+//! tolerates both taints for 300 s, so a node's pods go five minutes after it went silent.
+//! Leaves out zone-aware rate limits of eviction.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::apiserver::harness::{ok, require};
@@ -421,8 +421,52 @@ fn leader_election_fails_over_to_the_second_copy() {
 
 #[test]
 fn nodes_get_pod_cidrs_and_a_silent_node_is_tainted_and_emptied() {
-    let Some(p) = Plane::start() else { return };
+    // DefaultTolerationSeconds admission with 2 s instead of 300 s for an unreachable node.
+    let Some(p) = Plane::start_with(&["--default-unreachable-toleration-seconds=2"]) else {
+        return;
+    };
     p.nodes(&["node-1", "node-2"], "4", "8Gi", json!([]));
+    // Two pods already on node-1: one with only the tolerations admission adds, one that
+    // tolerates an unreachable node forever.
+    let pods: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+    let bound = |name: &str, tolerations: serde_json::Value| -> Pod {
+        let pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "node-1", "tolerations": tolerations,
+                     "containers": [{"name": "c", "image": "nginx:1"}]},
+        }))
+        .unwrap();
+        p.rt.block_on(pods.create(&PostParams::default(), &pod))
+            .unwrap()
+    };
+    let short = bound("short", json!([]));
+    let admitted: Vec<_> = short
+        .spec
+        .unwrap()
+        .tolerations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.effect, t.toleration_seconds))
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            (
+                "node.kubernetes.io/not-ready".to_owned(),
+                Some("NoExecute".to_owned()),
+                Some(300)
+            ),
+            (
+                "node.kubernetes.io/unreachable".to_owned(),
+                Some("NoExecute".to_owned()),
+                Some(2)
+            ),
+        ]
+    );
+    bound(
+        "stays",
+        json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}]),
+    );
     p.kubelet();
     let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
     let _cm = p.component(
@@ -469,6 +513,23 @@ fn nodes_get_pod_cidrs_and_a_silent_node_is_tainted_and_emptied() {
                 .iter()
                 .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
     }));
+    // The pod tolerating the taint for 2 s is evicted; the one tolerating it forever stays.
+    let names = || -> Vec<String> {
+        p.rt.block_on(pods.list(&Default::default()))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|x| x.metadata.name)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(30, || !names().contains(&"short".to_owned())),
+        "the pod was not evicted after its 2 s:\n{}",
+        p.log("controller-manager", "a")
+    );
+    assert!(names().contains(&"stays".to_owned()));
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(p.client.clone(), "default");
     assert!(

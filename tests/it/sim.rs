@@ -28,7 +28,12 @@ pub struct Plane {
 impl Plane {
     /// An API server on klab-store, or `None` (skip) outside CI when a program is missing.
     pub fn start() -> Option<Plane> {
-        let cluster = Cluster::start(Backend::KlabStore, &[])?;
+        Self::start_with(&[])
+    }
+
+    /// [`Plane::start`] with extra API server flags.
+    pub fn start_with(apiserver_flags: &[&str]) -> Option<Plane> {
+        let cluster = Cluster::start(Backend::KlabStore, apiserver_flags)?;
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt
             .block_on(klab::client::from_kubeconfig(&cluster.kubeconfig))

@@ -282,6 +282,20 @@ static APISERVER_FLAGS: &[Flag] = &[
         ),
     },
     Flag {
+        name: "default-not-ready-toleration-seconds",
+        boolean: false,
+        default: Some("300"),
+        meaning: "How long every pod tolerates node.kubernetes.io/not-ready:NoExecute (the DefaultTolerationSeconds admission plugin adds the toleration): a pod stays this long on a NotReady node before it is evicted.",
+        security: None,
+    },
+    Flag {
+        name: "default-unreachable-toleration-seconds",
+        boolean: false,
+        default: Some("300"),
+        meaning: "How long every pod tolerates node.kubernetes.io/unreachable:NoExecute (added by DefaultTolerationSeconds): a pod stays this long on a node that stopped reporting before it is evicted.",
+        security: None,
+    },
+    Flag {
         name: "disable-admission-plugins",
         boolean: false,
         default: None,
