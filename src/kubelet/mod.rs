@@ -9,6 +9,7 @@ pub mod dns;
 pub mod env;
 pub mod events;
 pub mod node;
+pub mod pleg;
 pub mod pods;
 pub mod probe;
 pub mod process;
@@ -334,12 +335,19 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
         running.clone(),
     ));
 
+    // One relist of the runtime per second for all pods (the PLEG), when there is one.
+    let pleg = cri.clone().map(|c| {
+        let (tx, _) = tokio::sync::broadcast::channel(1024);
+        tokio::spawn(pleg::run(c, node.clone(), tx.clone()));
+        tx
+    });
     let mut pods = Pods {
         running,
         shared: Arc::new(Shared {
             node: node.clone(),
             client: client.clone(),
             cri,
+            pleg,
             root: args.root_dir.clone(),
             host_ip: ip,
             dns: dns::Settings {

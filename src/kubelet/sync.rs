@@ -48,6 +48,13 @@ pub struct PodRuntime {
     waiting: HashMap<String, (String, String)>,
     /// Probe history per (container id, "liveness" | "readiness").
     probes: HashMap<(String, &'static str), probe::Tracker>,
+    /// What the runtime said during this sync, until the kubelet changes something: the
+    /// pod's containers and their statuses. A sync reads them many times (init containers,
+    /// containers, probes, garbage, status); asking once keeps containerd's load per pod low.
+    listed: Option<Vec<cri::Container>>,
+    statuses: HashMap<String, cri::ContainerStatus>,
+    /// Each sandbox's IP, which does not change while it lives.
+    ips: HashMap<String, String>,
 }
 
 /// CRI ids travel in pod status as `containerd://<id>`; CRI calls take the bare id.
@@ -88,7 +95,27 @@ impl PodRuntime {
             backoff: HashMap::new(),
             waiting: HashMap::new(),
             probes: HashMap::new(),
+            listed: None,
+            statuses: HashMap::new(),
+            ips: HashMap::new(),
         }
+    }
+
+    /// Whether the pod needs a sync every second rather than only when the PLEG sees a
+    /// change: probes to run, or a container waiting (back-off, an error to retry).
+    pub fn needs_ticks(&self, pod: &Pod) -> bool {
+        let spec = pod.spec.as_ref();
+        let probed = spec.iter().flat_map(|s| &s.containers).any(|c| {
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+        });
+        probed || !self.waiting.is_empty()
+    }
+
+    /// Forgets what the runtime said: called when a sync starts and after every change the
+    /// kubelet makes to the pod's containers or sandboxes.
+    fn invalidate(&mut self) {
+        self.listed = None;
+        self.statuses.clear();
     }
 
     fn cri_err(pod: &PodRef) -> impl FnOnce(crate::runtime::Error) -> Error + '_ {
@@ -102,36 +129,41 @@ impl PodRuntime {
     async fn sandboxes(&mut self, r: &PodRef) -> Result<Vec<cri::PodSandbox>, Error> {
         let mut all: Vec<cri::PodSandbox> = self
             .cri
-            .list_pod_sandboxes()
+            .list_pod_sandboxes_labelled(spec::POD_UID, &r.uid)
             .await
-            .map_err(Self::cri_err(r))?
-            .into_iter()
-            .filter(|s| s.labels.get(spec::POD_UID) == Some(&r.uid))
-            .collect();
+            .map_err(Self::cri_err(r))?;
         all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(all)
     }
 
     /// The pod's containers (of any sandbox), newest attempt first.
     async fn containers(&mut self, r: &PodRef) -> Result<Vec<cri::Container>, Error> {
+        if let Some(listed) = &self.listed {
+            return Ok(listed.clone());
+        }
         let mut all: Vec<cri::Container> = self
             .cri
-            .list_containers()
+            .list_containers_labelled(spec::POD_UID, &r.uid)
             .await
-            .map_err(Self::cri_err(r))?
-            .into_iter()
-            .filter(|c| c.labels.get(spec::POD_UID) == Some(&r.uid))
-            .collect();
+            .map_err(Self::cri_err(r))?;
         all.sort_by_key(|c| std::cmp::Reverse(c.metadata.as_ref().map(|m| m.attempt)));
+        self.listed = Some(all.clone());
         Ok(all)
     }
 
     async fn seen(&mut self, r: &PodRef, c: &cri::Container) -> Result<Seen, Error> {
-        let st = self
-            .cri
-            .container_status(&c.id)
-            .await
-            .map_err(Self::cri_err(r))?;
+        let st = match self.statuses.get(&c.id) {
+            Some(st) => st.clone(),
+            None => {
+                let st = self
+                    .cri
+                    .container_status(&c.id)
+                    .await
+                    .map_err(Self::cri_err(r))?;
+                self.statuses.insert(c.id.clone(), st.clone());
+                st
+            }
+        };
         let state = match cri::ContainerState::try_from(st.state) {
             Ok(cri::ContainerState::ContainerRunning) => Run::Running {
                 started: st.started_at,
@@ -213,6 +245,7 @@ impl PodRuntime {
         let r = PodRef::of(pod);
         mkdir(&r.dir(&self.root).join("volumes"))?;
         mkdir(&r.log_dir(&self.root))?;
+        self.invalidate();
         self.volumes = volumes::prepare(&self.client, pod, &self.root).await?;
         self.waiting.clear();
         let terminal = matches!(
@@ -237,11 +270,9 @@ impl PodRuntime {
                 }
                 let attempt = sandboxes.len() as u32;
                 let config = spec::sandbox_config(pod, attempt, &self.root, &self.dns);
-                let id = self
-                    .cri
-                    .run_pod_sandbox(config)
-                    .await
-                    .map_err(Self::cri_err(&r))?;
+                let id = self.cri.run_pod_sandbox(config).await;
+                self.invalidate();
+                let id = id.map_err(Self::cri_err(&r))?;
                 eprintln!("kubelet: pod {}: sandbox {id} running", r.key());
                 (id, attempt)
             }
@@ -307,10 +338,9 @@ impl PodRuntime {
                     format!("Container {} definition changed, will be restarted", c.name),
                 );
                 let grace = spec::grace_period(pod);
-                self.cri
-                    .stop_container(bare(&cur.id), grace)
-                    .await
-                    .map_err(Self::cri_err(&PodRef::of(pod)))?;
+                let stopped = self.cri.stop_container(bare(&cur.id), grace).await;
+                self.invalidate();
+                stopped.map_err(Self::cri_err(&PodRef::of(pod)))?;
                 self.backoff.remove(&c.name);
                 self.start(pod, sandbox, config, c, cur.attempt + 1, false)
                     .await;
@@ -322,7 +352,9 @@ impl PodRuntime {
                 }
             }
             (Run::Created, _) => {
-                if let Err(e) = self.cri.start_container(bare(&cur.id)).await {
+                let started = self.cri.start_container(bare(&cur.id)).await;
+                self.invalidate();
+                if let Err(e) = started {
                     self.wait(&c.name, "RunContainerError", e.to_string());
                 }
             }
@@ -410,10 +442,12 @@ impl PodRuntime {
                         c.name,
                         t.message
                     );
-                    self.cri
+                    let stopped = self
+                        .cri
                         .stop_container(bare(id), spec::grace_period(pod))
-                        .await
-                        .map_err(Self::cri_err(&r))?;
+                        .await;
+                    self.invalidate();
+                    stopped.map_err(Self::cri_err(&r))?;
                 }
                 self.probes.insert(key, t);
             }
@@ -433,14 +467,21 @@ impl PodRuntime {
         if spec::host_network(pod) {
             return Ok(host_ip.to_string());
         }
-        Ok(self
+        if let Some(ip) = self.ips.get(sandbox) {
+            return Ok(ip.clone());
+        }
+        let ip = self
             .cri
             .pod_sandbox_status(sandbox)
             .await
             .map_err(Self::cri_err(&PodRef::of(pod)))?
             .network
             .unwrap_or_default()
-            .ip)
+            .ip;
+        if !ip.is_empty() {
+            self.ips.insert(sandbox.to_owned(), ip.clone());
+        }
+        Ok(ip)
     }
 
     fn wait(&mut self, name: &str, reason: &str, message: String) {
@@ -561,11 +602,12 @@ impl PodRuntime {
                 return;
             }
         }
-        let id = match self
+        let created = self
             .cri
             .create_container(sandbox, cfg, config.clone())
-            .await
-        {
+            .await;
+        self.invalidate();
+        let id = match created {
             Ok(id) => id,
             Err(e) => {
                 self.wait(&c.name, "CreateContainerError", e.to_string());
@@ -573,7 +615,9 @@ impl PodRuntime {
             }
         };
         self.event(false, "Created", format!("Created container: {}", c.name));
-        match self.cri.start_container(&id).await {
+        let started = self.cri.start_container(&id).await;
+        self.invalidate();
+        match started {
             Ok(()) => {
                 eprintln!(
                     "kubelet: pod {}: container {} started ({id}, attempt {attempt})",
@@ -602,6 +646,7 @@ impl PodRuntime {
             let exited = c.state == cri::ContainerState::ContainerExited as i32;
             if exited && (*n > 2 || c.pod_sandbox_id != keep) {
                 let _ = self.cri.remove_container(&c.id).await;
+                self.invalidate();
             }
         }
         Ok(())
@@ -648,6 +693,8 @@ impl PodRuntime {
                 eprintln!("kubelet: pod {}: {e}", r.key());
             }
         }
+        self.invalidate();
+        self.ips.remove(id);
         let err = Self::cri_err(r);
         self.cri.stop_pod_sandbox(id).await.map_err(err)?;
         self.cri
@@ -660,6 +707,7 @@ impl PodRuntime {
     /// SIGKILL by the runtime), then its sandboxes, and removes its data folder.
     pub async fn kill(&mut self, pod: &Pod, grace: i64) -> Result<(), Error> {
         let r = PodRef::of(pod);
+        self.invalidate();
         for s in self.sandboxes(&r).await? {
             self.remove_sandbox(&r, &s.id, grace, Some(pod)).await?;
         }

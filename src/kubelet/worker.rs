@@ -21,6 +21,9 @@ use super::sync::PodRuntime;
 use super::{events, simulated};
 use crate::runtime::cri::Cri;
 
+/// How often a quiet pod is synced anyway (upstream's `--sync-frequency` is a minute).
+const RESYNC: Duration = Duration::from_secs(10);
+
 /// What the kubelet wants for one pod.
 #[derive(Debug, Clone)]
 pub enum Desired {
@@ -35,6 +38,8 @@ pub struct Shared {
     pub client: kube::Client,
     /// `None`: the simulated runtime.
     pub cri: Option<Cri>,
+    /// The PLEG's wake-ups (pod uids), with a runtime.
+    pub pleg: Option<tokio::sync::broadcast::Sender<String>>,
     pub root: PathBuf,
     pub host_ip: String,
     /// What pods' resolv.conf is made from.
@@ -94,6 +99,11 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
         (shared.cri.is_none() && source == Source::File).then(|| ProcessRuntime::new(&shared.root));
     let mut written: Option<serde_json::Value> = None;
     let mut last: Option<Box<Pod>> = None;
+    let mut pleg = shared.pleg.as_ref().map(|tx| tx.subscribe());
+    let uid = match &*rx.borrow() {
+        Desired::Run(pod) => PodRef::of(pod).uid,
+        Desired::Gone => String::new(),
+    };
     loop {
         let desired = rx.borrow_and_update().clone();
         match desired {
@@ -152,9 +162,17 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Desired>, source: 
                 return;
             }
         }
+        // With a runtime, the PLEG wakes the worker when its containers change; it still
+        // syncs every second while probes run or a container waits (back-off, errors), and
+        // every RESYNC otherwise. Without one (simulated, host processes) every second.
+        let period = match (&runtime, &last) {
+            (Some(rt), Some(pod)) if pleg.is_some() && !rt.needs_ticks(pod) => RESYNC,
+            _ => Duration::from_secs(1),
+        };
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = super::pleg::wait_for(&mut pleg, &uid) => {}
+            _ = tokio::time::sleep(period) => {}
         }
     }
 }

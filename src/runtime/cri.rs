@@ -361,7 +361,49 @@ impl Cri {
     }
 
     pub async fn list_containers(&mut self) -> Result<Vec<cri::Container>, Error> {
-        let req = cri::ListContainersRequest { filter: None };
+        self.list_containers_filtered(None).await
+    }
+
+    /// The sandboxes carrying label `key=value` (filtered by the runtime, not here).
+    pub async fn list_pod_sandboxes_labelled(
+        &mut self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<cri::PodSandbox>, Error> {
+        let filter = cri::PodSandboxFilter {
+            label_selector: [(key.to_owned(), value.to_owned())].into(),
+            ..Default::default()
+        };
+        let req = cri::ListPodSandboxRequest {
+            filter: Some(filter),
+        };
+        Ok(self
+            .runtime
+            .list_pod_sandbox(req)
+            .await
+            .map_err(cri_err("ListPodSandbox"))?
+            .into_inner()
+            .items)
+    }
+
+    /// The containers carrying label `key=value` (filtered by the runtime, not here).
+    pub async fn list_containers_labelled(
+        &mut self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<cri::Container>, Error> {
+        let filter = cri::ContainerFilter {
+            label_selector: [(key.to_owned(), value.to_owned())].into(),
+            ..Default::default()
+        };
+        self.list_containers_filtered(Some(filter)).await
+    }
+
+    async fn list_containers_filtered(
+        &mut self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>, Error> {
+        let req = cri::ListContainersRequest { filter };
         Ok(self
             .runtime
             .list_containers(req)
