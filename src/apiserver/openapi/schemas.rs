@@ -39,7 +39,7 @@ fn kind<T: JsonSchema + Kind>(g: &mut SchemaGenerator) -> Gvk {
 fn kinds(g: &mut SchemaGenerator) -> Vec<Gvk> {
     use k8s_openapi::api::{
         apps, authentication, authorization, autoscaling, batch, coordination, core, discovery,
-        networking, node, policy, rbac, scheduling, storage,
+        events, networking, node, policy, rbac, scheduling, storage,
     };
     type Add = fn(&mut SchemaGenerator) -> Gvk;
     let all: &[Add] = &[
@@ -72,6 +72,7 @@ fn kinds(g: &mut SchemaGenerator) -> Vec<Gvk> {
         kind::<policy::v1::Eviction>,
         kind::<coordination::v1::Lease>,
         kind::<discovery::v1::EndpointSlice>,
+        kind::<events::v1::Event>,
         kind::<networking::v1::Ingress>,
         kind::<networking::v1::IngressClass>,
         kind::<networking::v1::NetworkPolicy>,

@@ -5,6 +5,7 @@
 //! need `etcd`, `kubectl` or `curl` fail when they are missing and `CI` is set; elsewhere they
 //! skip with a printed reason.
 
+mod events;
 pub mod harness;
 mod openapi;
 
