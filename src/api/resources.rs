@@ -123,6 +123,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", ["hpa"], true, STORED, ["all"], ["status"], "/registry/horizontalpodautoscalers", false),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", ["pdb"], true, STORED, [], ["status"], "/registry/poddisruptionbudgets", true),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", [], true, STORED, [], [], "/registry/leases", false),
+    res!("events.k8s.io", "v1", "Event", "events", "event", ["ev"], true, STORED, [], [], "/registry/events", false),
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", [], true, STORED, [], [], "/registry/endpointslices", false),
     res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", ["ing"], true, STORED, [], ["status"], "/registry/ingress", true),
     res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", [], false, STORED, [], [], "/registry/ingressclasses", false),

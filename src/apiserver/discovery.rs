@@ -5,7 +5,7 @@
 //! names, categories and subresources) and `healthz`: `/healthz`, `/livez`, `/readyz` and their
 //! `?verbose` listings and per-check paths (`/readyz/etcd`), and aggregated discovery
 //! (`apidiscovery.k8s.io/v2`, every group's resources in one document, which kubectl 1.30+
-//! asks for first on `/api` and `/apis`). `/openapi/v3` lists operations without schemas ([`openapi`]); `/openapi/v2` is not built.
+//! asks for first on `/api` and `/apis`). `/openapi/v2` and `/openapi/v3` are [`openapi`]'s.
 
 use serde_json::{Value, json};
 
@@ -207,8 +207,13 @@ pub async fn non_resource(
     state: &State,
     info: &RequestInfo,
     query: &Query,
-    aggregated: bool,
+    headers: &http::HeaderMap,
 ) -> Result<Resp, ApiError> {
+    let aggregated = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
     if info.verb != "get" && info.verb != "head" {
         return Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({})",
@@ -256,10 +261,8 @@ pub async fn non_resource(
             &resource_list(g, v).ok_or_else(ApiError::page_not_found)?,
         ),
         ["openapi", "v3"] => json_resp(200, &openapi::index()),
-        ["openapi", "v3", rest @ ..] => json_resp(
-            200,
-            &openapi::document(&rest.join("/")).ok_or_else(ApiError::page_not_found)?,
-        ),
+        ["openapi", "v3", rest @ ..] => openapi::v3(&rest.join("/"), headers).await?,
+        ["openapi", "v2"] => openapi::v2(headers).await?,
         _ => {
             let mut e = ApiError::page_not_found();
             e.details = Some(json!({}));

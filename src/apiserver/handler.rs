@@ -344,12 +344,7 @@ async fn route(
         }
     }
     if !info.is_resource {
-        let aggregated = headers
-            .get_all(http::header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
-        return discovery::non_resource(state, info, &query, aggregated).await;
+        return discovery::non_resource(state, info, &query, &headers).await;
     }
     let body = if matches!(
         info.verb.as_str(),

@@ -14,6 +14,7 @@ pub mod authn;
 pub mod authz;
 pub mod body;
 pub mod bootstrap;
+pub mod convert;
 pub mod defaults;
 pub mod delete;
 pub mod devpki;

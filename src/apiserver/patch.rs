@@ -81,8 +81,10 @@ pub fn merge(target: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
-/// The patch merge key of a list field, from upstream's `patchMergeKey` tags.
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+/// The patch merge key of a list field, from upstream's `patchMergeKey` tags; `has` says
+/// whether the list's items carry a field (`ports` of containers and of services differ).
+/// `/openapi/v2` publishes the same keys, so `kubectl apply` patches as the server merges.
+pub(super) fn merge_key(field: &str, has: impl Fn(&str) -> bool) -> Option<&'static str> {
     let key = match field {
         "containers"
         | "initContainers"
@@ -98,7 +100,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         "conditions" | "addresses" => "type",
         "taints" => "key",
         "ports" => {
-            if items.iter().any(|i| i.get("containerPort").is_some()) {
+            if has("containerPort") {
                 "containerPort"
             } else {
                 "port"
@@ -110,7 +112,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
 }
 
 /// Lists of scalars that upstream merges as sets rather than replaces.
-fn is_set_list(field: &str) -> bool {
+pub(super) fn is_set_list(field: &str) -> bool {
     field == "finalizers"
 }
 
@@ -166,7 +168,7 @@ fn merge_list(field: &str, current: &[Value], patch: &[Value]) -> Value {
         }
         return Value::Array(out);
     }
-    let Some(key) = merge_key(field, patch) else {
+    let Some(key) = merge_key(field, |k| patch.iter().any(|i| i.get(k).is_some())) else {
         return Value::Array(patch.to_vec());
     };
     let mut out = current.to_vec();

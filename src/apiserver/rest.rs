@@ -139,6 +139,15 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
             info.verb, res.plural
         )));
     }
+    if let Some(stored) = super::convert::stored_as(res) {
+        return super::convert::serve(ctx, res, stored).await;
+    }
+    dispatch_to(ctx, res).await
+}
+
+/// A request served by `res`'s own handlers (after the URL's checks in [`dispatch`]).
+pub(super) async fn dispatch_to(ctx: Ctx, res: &'static Resource) -> Result<Resp, ApiError> {
+    let info = ctx.info.clone();
     if res.plural == "bindings" && info.verb == "create" {
         let b = body::decode(ctx.content_type(), &ctx.body)?;
         let pod = meta_str(&b, "name").to_owned();
@@ -170,7 +179,7 @@ pub async fn dispatch(ctx: Ctx) -> Result<Resp, ApiError> {
         }
         ("update", "scale") | ("patch", "scale") => scale_write(&ctx, res).await,
         ("update", _) => update(&ctx, res).await,
-        ("patch", _) => patch_object(&ctx, res).await,
+        ("patch", _) => patch_object(&ctx, res, None).await,
         ("delete", "") => delete(&ctx, res).await,
         ("deletecollection", "") => delete_collection(&ctx, res).await,
         _ => Err(ApiError::method_not_allowed(format!(

@@ -43,10 +43,12 @@ impl Watch {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
+        let object = if kind == "BOOKMARK" || kind == "ERROR" {
+            obj.clone()
+        } else if self.table {
             table::table(self.res, std::slice::from_ref(obj), &rv, &self.query)
         } else {
-            obj.clone()
+            super::convert::to_served(self.res, obj.clone())
         };
         let mut line =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();

@@ -319,13 +319,27 @@ pub(super) async fn update(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
     }
 }
 
-pub(super) async fn patch_object(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
+/// PATCH; with `view`, the patch applies to the object as `view` serves it (another
+/// group-version of the same stored kind, [`super::convert`]) and the result is stored back.
+pub(super) async fn patch_object(
+    ctx: &Ctx,
+    res: &Resource,
+    view: Option<&Resource>,
+) -> Result<Resp, ApiError> {
     let info = &ctx.info;
     let kind = patch::PatchType::from_content_type(ctx.content_type())?;
     let key = res.key(&info.namespace, &info.name);
     for _ in 0..5 {
         let current = fetch(&ctx.state, res, &info.namespace, &info.name).await?;
-        let mut patched = patch::apply(kind, &current.value, &ctx.body)?;
+        let mut patched = match view {
+            Some(v) => {
+                let served = super::convert::to_served(v, current.value.clone());
+                let mut p = patch::apply(kind, &served, &ctx.body)?;
+                check_type(v, &mut p)?;
+                super::convert::to_stored(v, p)
+            }
+            None => patch::apply(kind, &current.value, &ctx.body)?,
+        };
         body::prune_nulls(&mut patched);
         check_type(res, &mut patched)?;
         check_strict(ctx, res, &patched)?;
