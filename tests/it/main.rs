@@ -42,7 +42,8 @@ pub fn containerd_host() -> ContainerdHost {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    file.lock()
+    // rustix's flock, as the store's WAL lock: `File::lock` needs Rust 1.89, above the MSRV.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
     ContainerdHost {
         _thread: thread,
