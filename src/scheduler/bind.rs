@@ -99,12 +99,14 @@ impl Binder {
         }
     }
 
-    /// Binds `pod` to `node` and records the Scheduled Event.
+    /// Binds `pod` to `node` and records the Scheduled Event; clears the pod's nomination
+    /// when it has one (`nominated`: in its status or in the scheduler's memory).
     pub async fn bind(
         &self,
         pod: &Pod,
         node: &str,
         explain: Option<Value>,
+        nominated: bool,
     ) -> Result<(), BindError> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -174,11 +176,7 @@ impl Binder {
                 &format!("Successfully assigned {ns}/{name} to {node}"),
             )
             .await;
-        let nominated = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.nominated_node_name.as_deref());
-        if nominated.is_some_and(|n| !n.is_empty()) {
+        if nominated {
             self.clear_nominated(pod).await;
         }
         Ok(())

@@ -68,6 +68,11 @@ pub struct Scheduler {
     last_failure: HashMap<String, String>,
     binder: bind::Binder,
     bound_tx: mpsc::UnboundedSender<(String, bool)>,
+    /// Pods whose failed cycle is being written (victims, nomination, condition, Event): not
+    /// tried again until that is done, so a binding never overtakes its own nomination
+    /// (upstream gates a pod the same way while it preempts asynchronously).
+    writing: HashSet<String>,
+    written_tx: mpsc::UnboundedSender<String>,
     metrics: Arc<health::Metrics>,
     nodes_relist: Option<HashSet<String>>,
     pods_relist: Option<HashSet<String>>,
@@ -309,6 +314,10 @@ impl Scheduler {
         if t.on.is_some() {
             return;
         }
+        if self.writing.contains(&key) {
+            self.queue.error(&key, Instant::now());
+            return;
+        }
         let pod = t.pod.clone();
         let nodes: Vec<&NodeInfo> = self.nodes.values().collect();
         let start = self.next_start % nodes.len().max(1);
@@ -333,11 +342,17 @@ impl Scheduler {
         });
         match d.outcome {
             decide::Outcome::Fits { node } => {
+                let nominated = self.nominated.remove(&key).is_some()
+                    || pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.nominated_node_name.as_deref())
+                        .is_some_and(|n| !n.is_empty());
                 self.assumed.insert(key.clone());
                 self.count(&key, &node);
                 let (binder, tx) = (self.binder.clone(), self.bound_tx.clone());
                 tokio::spawn(async move {
-                    let ok = match binder.bind(&pod, &node, explain).await {
+                    let ok = match binder.bind(&pod, &node, explain, nominated).await {
                         Ok(()) => true,
                         Err(e) => {
                             log('E', crate::component::chain(&e));
@@ -376,6 +391,8 @@ impl Scheduler {
                     log('I', format!("Unable to schedule pod {key}: {message}"));
                     let binder = self.binder.clone();
                     let scheduler = self.name.clone();
+                    let done = self.written_tx.clone();
+                    self.writing.insert(key.clone());
                     tokio::spawn(async move {
                         if let preempt::Nomination::Set(node) = &nomination {
                             for v in &victims {
@@ -390,6 +407,7 @@ impl Scheduler {
                         binder
                             .unschedulable(&pod, &message, explain, &nomination)
                             .await;
+                        let _ = done.send(key);
                     });
                 }
             }
@@ -482,6 +500,7 @@ async fn schedule(
     metrics: Arc<health::Metrics>,
 ) -> Result<(), SchedulerError> {
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         name: args.scheduler_name.clone(),
         explain: args.explain,
@@ -494,6 +513,8 @@ async fn schedule(
         last_failure: HashMap::new(),
         binder: bind::Binder::new(client.clone(), &args.scheduler_name),
         bound_tx,
+        writing: HashSet::new(),
+        written_tx,
         metrics,
         nodes_relist: None,
         pods_relist: None,
@@ -532,6 +553,9 @@ async fn schedule(
                 None => return Err(SchedulerError::WatchEnded("nodes")),
             },
             Some((key, ok)) = bound_rx.recv() => s.on_bound(key, ok),
+            Some(key) = written_rx.recv() => {
+                s.writing.remove(&key);
+            }
             _ = std::future::ready(()), if ready => s.schedule_next(),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
