@@ -498,6 +498,54 @@ preemption: 0/2 nodes are available: 1 No preemption victims found for incoming 
     }
 
     #[test]
+    fn evicting_pods_resolves_a_topology_spread_rejection() {
+        let labelled = |name: &str, taints: Value| {
+            let n: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "spec": {"taints": taints},
+                "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}},
+            }))
+            .unwrap();
+            NodeInfo::new(Arc::new(n))
+        };
+        let web = |name: &str, priority: i32| {
+            pod(
+                name,
+                "100m",
+                priority,
+                json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}}}),
+            )
+        };
+        let mut a = labelled("a", json!([]));
+        for name in ["web-1", "web-2"] {
+            a.add_pod(&format!("default/{name}"), &PodRequests::of(&web(name, 0)));
+        }
+        // b counts as an empty domain (taints are ignored when counting) but rejects the pod.
+        let b = labelled(
+            "b",
+            json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+        );
+        let mut incoming = web("web-3", 100);
+        incoming.spec.as_mut().unwrap().topology_spread_constraints = Some(vec![
+            serde_json::from_value(json!({
+                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "web"}}}))
+            .unwrap(),
+        ]);
+        let (message, nomination, victims) = unschedulable(&incoming, &[&a, &b]);
+        assert!(
+            message.starts_with(
+                "0/2 nodes are available: 1 node(s) didn't match pod topology spread constraints"
+            ),
+            "{message}"
+        );
+        // With either web pod back on a, a would hold 2 against b's 0.
+        assert_eq!(victims, ["default/web-1", "default/web-2"]);
+        assert_eq!(nomination, Nomination::Set("a".into()));
+    }
+
+    #[test]
     fn nominated_pods_hold_their_room_against_less_important_pods() {
         let a = node("a", "2", json!([]));
         let high = pod("high", "1500m", 100, json!({}));
