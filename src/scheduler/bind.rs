@@ -243,10 +243,12 @@ impl Binder {
         }
         let uid = preemptor.metadata.uid.clone().unwrap_or_default();
         self.events
-            .emit(
+            .emit_related(
                 reference(victim),
+                Some(reference(preemptor)),
                 "Normal",
                 "Preempted",
+                "Preempting",
                 &format!("Preempted by pod {uid} on node {node}"),
             )
             .await;

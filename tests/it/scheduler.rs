@@ -585,6 +585,8 @@ fn a_high_priority_pod_preempts_low_priority_pods_and_is_bound_where_they_were()
         eventually(10, || events(&p, "Preempted").iter().any(|e| {
             e.message.as_deref() == Some(want.as_str())
                 && e.involved_object.name.as_deref() == Some("batch-2")
+                && e.action.as_deref() == Some("Preempting")
+                && e.related.as_ref().and_then(|r| r.name.as_deref()) == Some("urgent")
         })),
         "{:?}",
         events(&p, "Preempted")
