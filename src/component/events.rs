@@ -30,6 +30,21 @@ impl Recorder {
 
     /// Records an Event (`kind` Normal or Warning) about `target`.
     pub async fn emit(&self, target: ObjectReference, kind: &str, reason: &str, message: &str) {
+        self.emit_related(target, None, kind, reason, reason, message)
+            .await;
+    }
+
+    /// Records an Event about `target` that another object took part in (`related`, as
+    /// upstream's `Eventf(regarding, related, …)`), with its own `action`.
+    pub async fn emit_related(
+        &self,
+        target: ObjectReference,
+        related: Option<ObjectReference>,
+        kind: &str,
+        reason: &str,
+        action: &str,
+        message: &str,
+    ) {
         let ns = target.namespace.clone().unwrap_or_else(|| "default".into());
         let now = Timestamp::now();
         let name = format!(
@@ -51,7 +66,8 @@ impl Recorder {
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),
-            action: Some(reason.into()),
+            action: Some(action.into()),
+            related,
             source: Some(EventSource {
                 component: Some(self.component.clone()),
                 host: None,

@@ -1,11 +1,14 @@
 //! One scheduling cycle for one pod: filter the nodes, score the feasible ones, pick the best,
-//! or say why none fits in upstream's FailedScheduling words. Pure: the caller brings the
-//! nodes, where to start and a source of randomness for ties.
+//! or, when none fits, try preemption and say why in upstream's FailedScheduling words. Pure:
+//! the caller brings the nodes, the nominated pods, where to start and a source of randomness
+//! for ties.
 //!
-//! Mirrors `schedulePod` in `pkg/scheduler/schedule_one.go`: `findNodesThatFitPod` with
-//! `percentageOfNodesToScore` (stop after enough feasible nodes, resume at the next node
-//! next time), `prioritizeNodes`, `selectHost` (random among equal best), and `FitError`'s
-//! message. klab never preempts, so the message's preemption part says so for every node.
+//! Mirrors `schedulePod` in `pkg/scheduler/schedule_one.go`: the nominated node first
+//! (`evaluateNominatedNode`), `findNodesThatFitPod` with `percentageOfNodesToScore` (stop after
+//! enough feasible nodes, resume at the next node next time), filters run with the nominated
+//! pods of equal or higher priority counted (`RunFilterPluginsWithNominatedPods`),
+//! `prioritizeNodes`, `selectHost` (random among equal best), the PostFilter
+//! ([`super::preempt`]) and `FitError`'s message.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +17,12 @@ use serde_json::{Value, json};
 
 use super::filter::{self, Rejection};
 use super::node_info::{NodeInfo, PodRequests};
+use super::preempt::{self, Nomination, Preemption};
 use super::score::{self, NodeScore};
 use super::spread;
+
+/// Pods nominated to run on a node (after preempting there), by node: key and what it counts.
+pub type Nominated = BTreeMap<String, Vec<(String, PodRequests)>>;
 
 /// How many feasible nodes to look for before scoring (upstream's adaptive percentage).
 pub fn feasible_nodes_to_find(all: usize) -> usize {
@@ -34,6 +41,8 @@ pub struct Explanation {
     pub filtered: Vec<(String, Option<Rejection>)>,
     pub scores: Vec<NodeScore>,
     pub selected: Option<String>,
+    /// What preemption found when no node fitted.
+    pub preemption: Option<Preemption>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,9 +50,12 @@ pub enum Outcome {
     Fits {
         node: String,
     },
-    /// No node fits: the FailedScheduling message.
+    /// No node fits: the FailedScheduling message, and what to do with the pod's
+    /// `status.nominatedNodeName` (set when preemption chose a node and its victims).
     Unschedulable {
         message: String,
+        nomination: Nomination,
+        victims: Vec<String>,
     },
 }
 
@@ -54,68 +66,149 @@ pub struct Decision {
     pub next_start: usize,
 }
 
-/// Upstream's FitError message: reasons counted over nodes, sorted, then the preemption part.
-pub fn fit_error_message(all: usize, rejections: &[&Rejection]) -> String {
+/// Upstream's FitError message: "0/N nodes are available:", the reasons counted over nodes
+/// and sorted and closed by a full stop, then the PostFilter's message (preemption's) as is.
+pub fn fit_error_message<'a>(
+    all: usize,
+    reasons: impl IntoIterator<Item = &'a str>,
+    post_filter: Option<&str>,
+) -> String {
     if all == 0 {
         return "no nodes available to schedule pods".into();
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in rejections {
-        for reason in &r.reasons {
-            *counts.entry(reason).or_default() += 1;
-        }
+    for reason in reasons {
+        *counts.entry(reason).or_default() += 1;
     }
     let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
     parts.sort();
+    let mut msg = format!("0/{all} nodes are available:");
+    if !parts.is_empty() {
+        msg.push_str(&format!(" {}.", parts.join(", ")));
+    }
+    if let Some(p) = post_filter {
+        msg.push_str(&format!(" {p}"));
+    }
+    msg
+}
+
+fn key_of(pod: &Pod) -> String {
     format!(
-        "0/{all} nodes are available: {}. preemption: 0/{all} nodes are available: {all} Preemption is not helpful for scheduling.",
-        parts.join(", ")
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+/// The node the pod is nominated to: the scheduler's own record, else the pod's status.
+pub fn nominated_node(pod: &Pod, key: &str, nominated: &Nominated) -> Option<String> {
+    nominated
+        .iter()
+        .find(|(_, pods)| pods.iter().any(|(k, _)| k == key))
+        .map(|(n, _)| n.clone())
+        .or_else(|| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty())
+        })
+}
+
+/// Runs the filters on one node as upstream's `RunFilterPluginsWithNominatedPods`: first with
+/// the other pods nominated to it that are at least as important counted as if bound there,
+/// then (when there were any) without them; the pod must pass both.
+pub fn filter_node(
+    pod: &Pod,
+    key: &str,
+    r: &PodRequests,
+    n: &NodeInfo,
+    spread: &spread::PreFilter,
+    nominated: &Nominated,
+) -> Result<(), Rejection> {
+    let others: Vec<&(String, PodRequests)> = nominated
+        .get(n.name())
+        .into_iter()
+        .flatten()
+        .filter(|(k, p)| k != key && p.priority >= r.priority)
+        .collect();
+    if !others.is_empty() {
+        let (mut with, mut spread_with) = (n.clone(), spread.clone());
+        for (k, p) in others {
+            with.add_pod(k, p);
+            spread_with.update(pod, &with, k, p, 1);
+        }
+        filter::run(pod, r, &with).and_then(|()| spread_with.filter(&with))?;
+    }
+    filter::run(pod, r, n).and_then(|()| spread.filter(n))
 }
 
 /// Runs one cycle. `explain` looks at every node instead of stopping early.
 pub fn schedule(
     pod: &Pod,
     nodes: &[&NodeInfo],
+    nominated: &Nominated,
     start: usize,
     explain: bool,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Decision {
     let r = PodRequests::of(pod);
+    let key = key_of(pod);
     let all = nodes.len();
+    let mut explanation = Explanation::default();
+    let spread = spread::PreFilter::new(pod, nodes);
+    // A pod that preempted goes to its nominated node if it fits there now.
+    if let Some(n) = nominated_node(pod, &key, nominated)
+        .and_then(|want| nodes.iter().find(|n| n.name() == want))
+    {
+        if filter_node(pod, &key, &r, n, &spread, nominated).is_ok() {
+            let node = n.name().to_owned();
+            explanation.filtered.push((node.clone(), None));
+            explanation.selected = Some(node.clone());
+            return Decision {
+                outcome: Outcome::Fits { node },
+                explanation,
+                next_start: start,
+            };
+        }
+    }
     let want = if explain {
         all
     } else {
         feasible_nodes_to_find(all)
     };
-    let mut explanation = Explanation::default();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
-    let mut rejected: Vec<Rejection> = Vec::new();
-    let spread = spread::PreFilter::new(pod, nodes);
     let mut looked = 0;
     while looked < all && feasible.len() < want {
         let n = nodes[(start + looked) % all];
         looked += 1;
-        match filter::run(pod, &r, n).and_then(|()| spread.filter(n)) {
+        match filter_node(pod, &key, &r, n, &spread, nominated) {
             Ok(()) => {
                 feasible.push(n);
                 explanation.filtered.push((n.name().to_owned(), None));
             }
             Err(rej) => {
-                explanation
-                    .filtered
-                    .push((n.name().to_owned(), Some(rej.clone())));
-                rejected.push(rej);
+                explanation.filtered.push((n.name().to_owned(), Some(rej)));
             }
         }
     }
     let next_start = if all == 0 { 0 } else { (start + looked) % all };
     if feasible.is_empty() {
-        let refs: Vec<&Rejection> = rejected.iter().collect();
+        // Every node was looked at and rejected the pod: the PostFilter may make room.
+        let p = preempt::preempt(pod, &key, &r, nodes, &explanation.filtered, nominated);
+        let reasons = explanation
+            .filtered
+            .iter()
+            .filter_map(|(_, rej)| rej.as_ref())
+            .flat_map(|rej| rej.reasons.iter().map(String::as_str));
+        let message = fit_error_message(all, reasons, p.message(all).as_deref());
+        let outcome = Outcome::Unschedulable {
+            message,
+            nomination: p.nomination(),
+            victims: p.victims().iter().map(|v| v.key.clone()).collect(),
+        };
+        explanation.preemption = Some(p);
         return Decision {
-            outcome: Outcome::Unschedulable {
-                message: fit_error_message(all, &refs),
-            },
+            outcome,
             explanation,
             next_start,
         };
@@ -165,6 +258,9 @@ impl Explanation {
             Some(n) => out.push(format!("{pod}: selected {n}")),
             None => out.push(format!("{pod}: no node fits")),
         }
+        if let Some(p) = &self.preemption {
+            out.extend(p.lines(pod));
+        }
         out
     }
 
@@ -195,7 +291,11 @@ impl Explanation {
                 (s.node.clone(), Value::Object(m))
             })
             .collect();
-        json!({"filter": filter, "score": score, "selected": self.selected})
+        let mut v = json!({"filter": filter, "score": score, "selected": self.selected});
+        if let Some(p) = &self.preemption {
+            v["preemption"] = p.to_json();
+        }
+        v
     }
 }
 
@@ -240,17 +340,24 @@ mod tests {
             node("c", "1", json!([])),
         ];
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
-        let d = schedule(&pod(with_cpu("2")), &refs, 0, false, &mut |_| 0);
-        let Outcome::Unschedulable { message } = d.outcome else {
+        let d = schedule(
+            &pod(with_cpu("2")),
+            &refs,
+            &Nominated::new(),
+            0,
+            false,
+            &mut |_| 0,
+        );
+        let Outcome::Unschedulable { message, .. } = d.outcome else {
             panic!("should not fit")
         };
         assert_eq!(
             message,
             "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu. \
-preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."
         );
         assert_eq!(
-            fit_error_message(0, &[]),
+            fit_error_message(0, [], None),
             "no nodes available to schedule pods"
         );
     }
@@ -261,13 +368,13 @@ preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
         let mut spec = with_cpu("100m");
         spec["nodeSelector"] = json!({"disk": "hdd"});
-        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        let d = schedule(&pod(spec), &refs, &Nominated::new(), 0, true, &mut |_| 0);
         assert!(
-            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
+            matches!(d.outcome, Outcome::Unschedulable { ref message, .. } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
         );
         let mut spec = with_cpu("100m");
         spec["nodeName"] = json!("b");
-        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        let d = schedule(&pod(spec), &refs, &Nominated::new(), 0, true, &mut |_| 0);
         assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "b"));
     }
 
@@ -281,16 +388,23 @@ preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.
         busy.add_pod("default/hog", &PodRequests::of(&hog));
         let free = node("free", "2", json!([]));
         let refs = [&busy, &free];
-        let d = schedule(&pod(with_cpu("100m")), &refs, 0, true, &mut |_| 0);
+        let d = schedule(
+            &pod(with_cpu("100m")),
+            &refs,
+            &Nominated::new(),
+            0,
+            true,
+            &mut |_| 0,
+        );
         assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "free"));
         let scores = &d.explanation.scores;
         assert!(
             scores[0].plugins[0].1 < scores[1].plugins[0].1,
             "{scores:?}"
         );
-        let d = schedule(&hog, &[&busy], 0, true, &mut |_| 0);
+        let d = schedule(&hog, &[&busy], &Nominated::new(), 0, true, &mut |_| 0);
         assert!(
-            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("1 node(s) didn't have free ports for the requested pod ports"))
+            matches!(d.outcome, Outcome::Unschedulable { ref message, .. } if message.contains("1 node(s) didn't have free ports for the requested pod ports"))
         );
     }
 
@@ -302,13 +416,20 @@ preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.
         let mut spec = with_cpu("100m");
         spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
             {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}});
-        let d = schedule(&pod(spec.clone()), &refs, 0, true, &mut |_| 0);
+        let d = schedule(
+            &pod(spec.clone()),
+            &refs,
+            &Nominated::new(),
+            0,
+            true,
+            &mut |_| 0,
+        );
         assert!(matches!(d.outcome, Outcome::Fits { ref node } if node == "b"));
         spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             [0]["matchFields"][0]["values"] = json!(["gone"]);
-        let d = schedule(&pod(spec), &refs, 0, true, &mut |_| 0);
+        let d = schedule(&pod(spec), &refs, &Nominated::new(), 0, true, &mut |_| 0);
         assert!(
-            matches!(d.outcome, Outcome::Unschedulable { ref message } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
+            matches!(d.outcome, Outcome::Unschedulable { ref message, .. } if message.contains("2 node(s) didn't match Pod's node affinity/selector"))
         );
     }
 

@@ -4,14 +4,17 @@
 //! Mirrors `k8s.io/kubernetes/cmd/kube-scheduler` and `pkg/scheduler`: a cache of nodes and
 //! what their pods request (with *assumed* pods counted as soon as a node is chosen, before the
 //! binding is written), a scheduling queue, one scheduling cycle at a time ([`decide`]: the
-//! filter and score plugins) and a binding cycle that runs in the background ([`bind`]).
-//! Pending pods are tried in order of `spec.priority`. Leaves out preemption, profiles and
-//! the configuration file, volume and inter-pod affinity plugins.
+//! filter and score plugins, and preemption ([`preempt`]) when nothing fits) and a binding
+//! cycle that runs in the background ([`bind`]). Pending pods are tried in order of
+//! `spec.priority`; pods nominated to a node after preempting there hold their room against
+//! less important pods (upstream's nominator). Leaves out profiles and the configuration
+//! file, volume and inter-pod affinity plugins.
 
 pub mod bind;
 pub mod decide;
 pub mod filter;
 pub mod node_info;
+pub mod preempt;
 pub mod queue;
 pub mod score;
 pub mod spread;
@@ -56,12 +59,20 @@ pub struct Scheduler {
     nodes: BTreeMap<String, NodeInfo>,
     pods: HashMap<String, Tracked>,
     assumed: HashSet<String>,
+    /// Pending pods nominated to a node (key → node), from their status or set by this
+    /// scheduler's preemption before the status is written.
+    nominated: HashMap<String, String>,
     queue: queue::Queue,
     next_start: usize,
     /// Keys of pods whose last FailedScheduling message was this one (no repeats).
     last_failure: HashMap<String, String>,
     binder: bind::Binder,
     bound_tx: mpsc::UnboundedSender<(String, bool)>,
+    /// Pods whose failed cycle is being written (victims, nomination, condition, Event): not
+    /// tried again until that is done, so a binding never overtakes its own nomination
+    /// (upstream gates a pod the same way while it preempts asynchronously).
+    writing: HashSet<String>,
+    written_tx: mpsc::UnboundedSender<String>,
     metrics: Arc<health::Metrics>,
     nodes_relist: Option<HashSet<String>>,
     pods_relist: Option<HashSet<String>>,
@@ -101,7 +112,7 @@ impl Scheduler {
         if let Some(t) = self.pods.get_mut(key) {
             if let Some(n) = t.on.take() {
                 if let Some(info) = self.nodes.get_mut(&n) {
-                    info.remove_pod(key, &t.requests);
+                    info.remove_pod(key);
                 }
             }
         }
@@ -114,7 +125,7 @@ impl Scheduler {
             }
             if let Some(n) = t.on.take() {
                 if let Some(info) = self.nodes.get_mut(&n) {
-                    info.remove_pod(key, &t.requests);
+                    info.remove_pod(key);
                 }
             }
             if let Some(info) = self.nodes.get_mut(node) {
@@ -143,12 +154,32 @@ impl Scheduler {
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         let requests = PodRequests::of(&pod);
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty());
         let t = self.pods.entry(key.clone()).or_insert_with(|| Tracked {
             pod: Arc::new(pod.clone()),
             requests: requests.clone(),
             on: None,
         });
         t.pod = Arc::new(pod);
+        // What the node counts of the pod changed (labels, start time, preempted): recount.
+        if t.requests != requests {
+            t.requests = requests;
+            if let Some(n) = t.on.clone() {
+                self.uncount(&key);
+                self.count(&key, &n);
+            }
+        }
+        // A status without a nomination does not undo one this scheduler just made and has
+        // not written yet (upstream's nominator keeps it too).
+        if bound.is_some() {
+            self.nominated.remove(&key);
+        } else if let Some(n) = nominated {
+            self.nominated.insert(key.clone(), n);
+        }
         if let Some(n) = bound {
             self.assumed.remove(&key);
             self.queue.remove(&key);
@@ -169,6 +200,7 @@ impl Scheduler {
         self.uncount(key);
         self.pods.remove(key);
         self.assumed.remove(key);
+        self.nominated.remove(key);
         self.queue.remove(key);
         self.last_failure.remove(key);
         if was_on_node {
@@ -282,10 +314,23 @@ impl Scheduler {
         if t.on.is_some() {
             return;
         }
+        if self.writing.contains(&key) {
+            self.queue.error(&key, Instant::now());
+            return;
+        }
         let pod = t.pod.clone();
         let nodes: Vec<&NodeInfo> = self.nodes.values().collect();
         let start = self.next_start % nodes.len().max(1);
-        let d = decide::schedule(&pod, &nodes, start, self.explain, &mut |n| {
+        let mut nominated = decide::Nominated::new();
+        for (k, n) in &self.nominated {
+            if let Some(t) = self.pods.get(k).filter(|t| t.on.is_none()) {
+                nominated
+                    .entry(n.clone())
+                    .or_default()
+                    .push((k.clone(), t.requests.clone()));
+            }
+        }
+        let d = decide::schedule(&pod, &nodes, &nominated, start, self.explain, &mut |n| {
             rand::random_range(0..n.max(1))
         });
         self.next_start = d.next_start;
@@ -297,11 +342,17 @@ impl Scheduler {
         });
         match d.outcome {
             decide::Outcome::Fits { node } => {
+                let nominated = self.nominated.remove(&key).is_some()
+                    || pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.nominated_node_name.as_deref())
+                        .is_some_and(|n| !n.is_empty());
                 self.assumed.insert(key.clone());
                 self.count(&key, &node);
                 let (binder, tx) = (self.binder.clone(), self.bound_tx.clone());
                 tokio::spawn(async move {
-                    let ok = match binder.bind(&pod, &node, explain).await {
+                    let ok = match binder.bind(&pod, &node, explain, nominated).await {
                         Ok(()) => true,
                         Err(e) => {
                             log('E', crate::component::chain(&e));
@@ -311,22 +362,112 @@ impl Scheduler {
                     let _ = tx.send((key, ok));
                 });
             }
-            decide::Outcome::Unschedulable { message } => {
+            decide::Outcome::Unschedulable {
+                message,
+                nomination,
+                victims,
+            } => {
                 self.queue.unschedulable(&key, Instant::now());
                 self.metrics.add(
                     "scheduler_schedule_attempts_total{result=\"unschedulable\"}",
                     1.0,
                 );
-                if self.last_failure.get(&key) != Some(&message) {
+                let had_nomination = self.nominated.contains_key(&key);
+                let (victims, lower) = match &nomination {
+                    preempt::Nomination::Set(node) => self.nominate(&key, &pod, node, &victims),
+                    preempt::Nomination::Clear => {
+                        self.nominated.remove(&key);
+                        (Vec::new(), Vec::new())
+                    }
+                    preempt::Nomination::Keep => (Vec::new(), Vec::new()),
+                };
+                let writes_nomination = match &nomination {
+                    preempt::Nomination::Set(_) => true,
+                    preempt::Nomination::Clear => had_nomination,
+                    preempt::Nomination::Keep => false,
+                };
+                if self.last_failure.get(&key) != Some(&message) || writes_nomination {
                     self.last_failure.insert(key.clone(), message.clone());
                     log('I', format!("Unable to schedule pod {key}: {message}"));
                     let binder = self.binder.clone();
+                    let scheduler = self.name.clone();
+                    let done = self.written_tx.clone();
+                    self.writing.insert(key.clone());
                     tokio::spawn(async move {
-                        binder.unschedulable(&pod, &message, explain).await;
+                        if let preempt::Nomination::Set(node) = &nomination {
+                            for v in &victims {
+                                if let Err(e) = binder.preempt(v, &pod, node, &scheduler).await {
+                                    log('E', crate::component::chain(&e));
+                                }
+                            }
+                            for p in &lower {
+                                binder.clear_nominated(p).await;
+                            }
+                        }
+                        binder
+                            .unschedulable(&pod, &message, explain, &nomination)
+                            .await;
+                        let _ = done.send(key);
                     });
                 }
             }
         }
+    }
+
+    /// Preemption chose `node` for the pod: nominate it there at once (so the next cycles
+    /// count it), and take the nomination away from less important pods nominated to the
+    /// same node, which may no longer fit there (upstream's `prepareCandidate`). Returns the
+    /// victims and those pods, for the writes.
+    fn nominate(
+        &mut self,
+        key: &str,
+        pod: &Pod,
+        node: &str,
+        victims: &[String],
+    ) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        self.nominated.insert(key.to_owned(), node.to_owned());
+        let lower: Vec<String> = self
+            .nominated
+            .iter()
+            .filter(|(k, n)| *k != key && n.as_str() == node)
+            .filter(|(k, _)| {
+                self.pods
+                    .get(*k)
+                    .is_some_and(|t| t.requests.priority < priority)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut lower_pods = Vec::new();
+        for k in &lower {
+            self.nominated.remove(k);
+            if let Some(t) = self.pods.get(k) {
+                lower_pods.push(t.pod.clone());
+            }
+        }
+        if !lower.is_empty() {
+            self.queue.cluster_changed(Instant::now());
+        }
+        let victims: Vec<Arc<Pod>> = victims
+            .iter()
+            .filter_map(|v| self.pods.get(v).map(|t| t.pod.clone()))
+            .collect();
+        log(
+            'I',
+            format!(
+                "Preempting {} pod(s) on node {node} for {key}: {}",
+                victims.len(),
+                victims
+                    .iter()
+                    .map(|v| key_of(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        self.metrics.add("scheduler_preemption_attempts_total", 1.0);
+        self.metrics
+            .add("scheduler_preemption_victims_total", victims.len() as f64);
+        (victims, lower_pods)
     }
 }
 
@@ -359,17 +500,21 @@ async fn schedule(
     metrics: Arc<health::Metrics>,
 ) -> Result<(), SchedulerError> {
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         name: args.scheduler_name.clone(),
         explain: args.explain,
         nodes: BTreeMap::new(),
         pods: HashMap::new(),
         assumed: HashSet::new(),
+        nominated: HashMap::new(),
         queue: queue::Queue::default(),
         next_start: 0,
         last_failure: HashMap::new(),
         binder: bind::Binder::new(client.clone(), &args.scheduler_name),
         bound_tx,
+        writing: HashSet::new(),
+        written_tx,
         metrics,
         nodes_relist: None,
         pods_relist: None,
@@ -408,6 +553,9 @@ async fn schedule(
                 None => return Err(SchedulerError::WatchEnded("nodes")),
             },
             Some((key, ok)) = bound_rx.recv() => s.on_bound(key, ok),
+            Some(key) = written_rx.recv() => {
+                s.writing.remove(&key);
+            }
             _ = std::future::ready(()), if ready => s.schedule_next(),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }

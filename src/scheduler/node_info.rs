@@ -1,14 +1,21 @@
 //! What the scheduler knows about a node: the Node and what the pods bound to it request.
 //! Mirrors `pkg/scheduler/framework.NodeInfo` (requested and non-zero requested resources,
-//! used host ports, pod count, the pods' labels for PodTopologySpread); leaves out images,
+//! used host ports, pod count, and per pod what the plugins and preemption read: labels for
+//! PodTopologySpread, priority and start time for choosing victims); leaves out images,
 //! volumes and affinity indexes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::api::quantity;
+
+/// The condition the scheduler puts on a pod it preempts, and its reason (upstream's
+/// `v1.DisruptionTarget` and `v1.PodReasonPreemptionByScheduler`).
+pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+pub const PREEMPTION_BY_SCHEDULER: &str = "PreemptionByScheduler";
 
 /// Upstream's defaults for pods that request nothing, used only for scoring, so that
 /// request-less pods still spread (`schedutil.DefaultMilliCPURequest`, `DefaultMemoryRequest`).
@@ -26,7 +33,7 @@ pub struct Resources {
 /// A host port a pod claims: protocol, host IP and port.
 pub type HostPort = (String, String, i32);
 
-/// A pod's requests as the scheduler counts them.
+/// A pod as the scheduler counts it: its requests, and what plugins and preemption read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodRequests {
     /// Sum of container requests, or the largest init container's if that is more.
@@ -36,6 +43,13 @@ pub struct PodRequests {
     pub host_ports: Vec<HostPort>,
     /// The pod's labels: what other pods' topology spread constraints count it by.
     pub labels: BTreeMap<String, String>,
+    /// `spec.priority` (0 when unset, as upstream's `PodPriority`).
+    pub priority: i32,
+    /// `status.startTime`: among victims of equal priority, the one started later goes first.
+    pub start_time: Option<Timestamp>,
+    /// Being deleted after the scheduler preempted it (upstream's `podTerminatingByPreemption`:
+    /// a deletionTimestamp and the DisruptionTarget condition with reason PreemptionByScheduler).
+    pub preempted: bool,
 }
 
 fn req<'a>(
@@ -47,8 +61,21 @@ fn req<'a>(
 
 impl PodRequests {
     pub fn of(pod: &Pod) -> PodRequests {
+        let status = pod.status.as_ref();
         let mut out = PodRequests {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            preempted: pod.metadata.deletion_timestamp.is_some()
+                && status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.type_ == DISRUPTION_TARGET
+                                && c.status == "True"
+                                && c.reason.as_deref() == Some(PREEMPTION_BY_SCHEDULER)
+                        })
+                    }),
             ..PodRequests::default()
         };
         let Some(spec) = &pod.spec else {
@@ -93,8 +120,8 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub non_zero_requested: Resources,
     pub used_ports: Vec<HostPort>,
-    /// Pods counted here, by namespace/name, with their labels.
-    pub pods: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods counted here, by namespace/name.
+    pub pods: BTreeMap<String, PodRequests>,
 }
 
 impl NodeInfo {
@@ -127,16 +154,17 @@ impl NodeInfo {
         if self.pods.contains_key(key) {
             return;
         }
-        self.pods.insert(key.to_owned(), r.labels.clone());
+        self.pods.insert(key.to_owned(), r.clone());
         add(&mut self.requested, &r.requested, 1);
         add(&mut self.non_zero_requested, &r.non_zero, 1);
         self.used_ports.extend(r.host_ports.iter().cloned());
     }
 
-    pub fn remove_pod(&mut self, key: &str, r: &PodRequests) {
-        if self.pods.remove(key).is_none() {
+    /// Stops counting a pod here, by what was counted when it was added.
+    pub fn remove_pod(&mut self, key: &str) {
+        let Some(r) = self.pods.remove(key) else {
             return;
-        }
+        };
         add(&mut self.requested, &r.requested, -1);
         add(&mut self.non_zero_requested, &r.non_zero, -1);
         for p in &r.host_ports {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 
 use super::filter::{Rejection, node_affinity, node_labels};
-use super::node_info::NodeInfo;
+use super::node_info::{NodeInfo, PodRequests};
 use super::score::MAX_NODE_SCORE;
 
 pub const PLUGIN: &str = "PodTopologySpread";
@@ -109,7 +109,7 @@ fn namespace(pod: &Pod) -> &str {
 fn count_on(n: &NodeInfo, ns: &str, sel: &Option<Vec<Requirement>>) -> i64 {
     n.pods
         .iter()
-        .filter(|(key, labels)| key.split('/').next() == Some(ns) && matches(sel, labels))
+        .filter(|(key, r)| key.split('/').next() == Some(ns) && matches(sel, &r.labels))
         .count() as i64
 }
 
@@ -154,6 +154,25 @@ impl PreFilter {
         PreFilter {
             constraints,
             counts,
+        }
+    }
+
+    /// Another pod appears on (`delta` 1) or leaves (`delta` -1) node `n`: upstream's
+    /// PreFilterExtensions AddPod and RemovePod, used for nominated pods and by preemption.
+    pub fn update(&mut self, pod: &Pod, n: &NodeInfo, key: &str, other: &PodRequests, delta: i64) {
+        if self.constraints.is_empty()
+            || key.split('/').next() != Some(namespace(pod))
+            || !eligible(pod, &self.constraints, n)
+        {
+            return;
+        }
+        let labels = node_labels(n);
+        for (c, counts) in self.constraints.iter().zip(self.counts.iter_mut()) {
+            if let Some(value) = labels.get(&c.key) {
+                if matches(&c.selector, &other.labels) {
+                    *counts.entry(value.clone()).or_default() += delta;
+                }
+            }
         }
     }
 

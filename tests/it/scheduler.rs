@@ -44,8 +44,11 @@ fn a_pod_too_big_stays_pending_with_upstreams_message_until_a_node_fits() {
         "/api/v1/namespaces/default/pods",
         pod("big", "3", json!([])),
     );
+    // The tainted node cannot be helped by evicting pods; the small ones hold no pod of lower
+    // priority to evict.
     let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
-preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+2 No preemption victims found for incoming pod.";
     assert!(
         eventually(20, || events(&p, "FailedScheduling")
             .iter()
@@ -277,7 +280,8 @@ fn topology_spread_places_six_pods_two_per_node_and_keeps_a_seventh_pending() {
     );
     let want = "0/3 nodes are available: 1 node(s) had untolerated taint {full: yes}, \
 2 node(s) didn't match pod topology spread constraints. \
-preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+2 No preemption victims found for incoming pod.";
     assert!(
         eventually(20, || events(&p, "FailedScheduling")
             .iter()
@@ -339,7 +343,7 @@ fn priority_class_names_resolve_to_spec_priority() {
 /// the FailedScheduling message for a pod that fits nowhere. In-process: the plugins are pure.
 #[test]
 fn an_explained_decision() {
-    use klab::scheduler::decide::{Outcome, schedule};
+    use klab::scheduler::decide::{Nominated, Outcome, schedule};
     use klab::scheduler::node_info::{NodeInfo, PodRequests};
     use std::sync::Arc;
 
@@ -363,14 +367,308 @@ fn an_explained_decision() {
     );
     let nodes = [&busy, &roomy, &tainted];
     let web: Pod = serde_json::from_value(pod("web", "500m", json!([]))).unwrap();
-    let d = schedule(&web, &nodes, 0, true, &mut |_| 0);
+    let d = schedule(&web, &nodes, &Nominated::new(), 0, true, &mut |_| 0);
     let mut text = d.explanation.lines("default/web").join("\n");
     let big: Pod = serde_json::from_value(pod("big", "6", json!([]))).unwrap();
-    let d = schedule(&big, &nodes, 0, true, &mut |_| 0);
+    let d = schedule(&big, &nodes, &Nominated::new(), 0, true, &mut |_| 0);
     text.push('\n');
     text.push_str(&d.explanation.lines("default/big").join("\n"));
-    if let Outcome::Unschedulable { message } = d.outcome {
+    if let Outcome::Unschedulable { message, .. } = d.outcome {
         text.push_str(&format!("\nFailedScheduling: {message}"));
     }
     crate::snap!("scheduler_explain", text);
+}
+
+/// The book's explained preemption: three nodes full of batch pods (priority 100) beside web
+/// pods (priority 1000), a tainted one, and an urgent pod of priority 1000. In-process.
+#[test]
+fn an_explained_preemption() {
+    use klab::scheduler::decide::{Nominated, Outcome, schedule};
+    use klab::scheduler::node_info::{NodeInfo, PodRequests};
+    use std::sync::Arc;
+
+    let node = |name: &str, taints: serde_json::Value| {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}},
+        }))
+        .unwrap();
+        NodeInfo::new(Arc::new(n))
+    };
+    let run = |n: &mut NodeInfo, name: &str, cpu: &str, priority: i32, started: &str| {
+        let mut v = pod(name, cpu, json!([]));
+        v["spec"]["priority"] = json!(priority);
+        v["status"] = json!({"startTime": started});
+        let p: Pod = serde_json::from_value(v).unwrap();
+        n.add_pod(&format!("default/{name}"), &PodRequests::of(&p));
+    };
+    let mut a = node("node-a", json!([]));
+    run(&mut a, "web-1", "1", 1000, "2026-11-01T09:00:00Z");
+    run(&mut a, "batch-1", "2", 100, "2026-11-01T10:00:00Z");
+    run(&mut a, "batch-2", "1", 100, "2026-11-01T10:05:00Z");
+    let mut b = node("node-b", json!([]));
+    run(&mut b, "web-2", "3", 1000, "2026-11-01T09:00:00Z");
+    run(&mut b, "batch-3", "1", 100, "2026-11-01T10:00:00Z");
+    let mut c = node("node-c", json!([]));
+    run(&mut c, "web-3", "2", 1000, "2026-11-01T09:00:00Z");
+    run(&mut c, "batch-4", "1", 100, "2026-11-01T10:00:00Z");
+    run(&mut c, "batch-5", "1", 100, "2026-11-01T10:00:00Z");
+    let gpu = node(
+        "gpu",
+        json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+    );
+    let nodes = [&a, &b, &c, &gpu];
+    let mut urgent = pod("urgent", "2", json!([]));
+    urgent["spec"]["priority"] = json!(1000);
+    let urgent: Pod = serde_json::from_value(urgent).unwrap();
+    let d = schedule(&urgent, &nodes, &Nominated::new(), 0, true, &mut |_| 0);
+    let mut text = d.explanation.lines("default/urgent").join("\n");
+    let Outcome::Unschedulable {
+        message, victims, ..
+    } = d.outcome
+    else {
+        panic!("urgent fits without preemption")
+    };
+    assert_eq!(victims, ["default/batch-1"]);
+    text.push_str(&format!("\nFailedScheduling: {message}"));
+    crate::snap!("scheduler_preemption_explain", text);
+}
+
+/// A PriorityClass through the API.
+fn priority_class(p: &Plane, name: &str, value: i32, policy: &str) {
+    p.apply_json(
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "preemptionPolicy": policy}),
+    );
+}
+
+fn classed(name: &str, cpu: &str, class: &str) -> serde_json::Value {
+    let mut v = pod(name, cpu, json!([]));
+    v["spec"]["priorityClassName"] = json!(class);
+    v
+}
+
+/// Two nodes of 2 CPUs, each running two `batch` pods of 1 CPU (priority 100); an `urgent` pod
+/// (priority 1000) of 1 CPU arrives. Both nodes are equally good candidates (one victim of
+/// priority 100 each), so the first, node-1, is chosen; of its two victims of equal priority
+/// and start, batch-1 is tried first and fits back, so batch-2 goes.
+#[test]
+fn a_high_priority_pod_preempts_low_priority_pods_and_is_bound_where_they_were() {
+    let Some(kubectl) = crate::require("kubectl") else {
+        return;
+    };
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1", "node-2"], "2", "4Gi", json!([]));
+    p.kubelet();
+    let k = |args: &[&str]| crate::apiserver::harness::ok(p.cluster.kubectl_with(&kubectl, args));
+    k(&["create", "priorityclass", "batch", "--value=100"]);
+    k(&["create", "priorityclass", "urgent", "--value=1000"]);
+    // Every watch event of every pod, to see what passes by quickly: the nomination and the
+    // victim's DisruptionTarget condition before it is gone.
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Pod>>> = Default::default();
+    {
+        let (seen, api) = (
+            seen.clone(),
+            Api::<Pod>::namespaced(p.client.clone(), "default"),
+        );
+        p.rt.spawn(async move {
+            use futures::StreamExt;
+            use kube::runtime::WatchStreamExt;
+            // With backoff: once the test's API server is gone, retries must not spin.
+            let stream = kube::runtime::watcher::watcher(api, Default::default()).default_backoff();
+            tokio::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Ok(kube::runtime::watcher::Event::Apply(x)) = ev {
+                    seen.lock().unwrap().push(x);
+                }
+            }
+        });
+    }
+    // The batch pods are placed by hand (spec.nodeName), so the scenario is the same each run.
+    for (i, node) in [(1, "node-1"), (2, "node-1"), (3, "node-2"), (4, "node-2")] {
+        let mut batch = classed(&format!("batch-{i}"), "1", "batch");
+        batch["spec"]["nodeName"] = json!(node);
+        p.apply_json("/api/v1/namespaces/default/pods", batch);
+    }
+    let _s = p.component("scheduler", "a", &["--leader-elect=false", "--explain"]);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        classed("urgent", "1", "urgent"),
+    );
+    assert!(
+        eventually(60, || get(&p, "urgent")
+            .and_then(|u| node_of(&u))
+            .as_deref()
+            == Some("node-1")),
+        "urgent was not bound to node-1\n{}",
+        p.log("scheduler", "a")
+    );
+    let urgent = get(&p, "urgent").unwrap();
+    let uid = urgent.metadata.uid.clone().unwrap();
+    let names = |p: &Plane| {
+        let mut n: Vec<String> = p
+            .pods("default")
+            .into_iter()
+            .filter_map(|x| x.metadata.name)
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&p), ["batch-1", "batch-3", "batch-4", "urgent"]);
+    // The nomination was written before the binding, and cleared once urgent was bound.
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|x| x.metadata.name.as_deref() == Some("urgent")
+                && node_of(x).is_none()
+                && x.status
+                    .as_ref()
+                    .and_then(|s| s.nominated_node_name.as_deref())
+                    == Some("node-1")),
+        "urgent was never nominated to node-1"
+    );
+    assert!(
+        eventually(20, || get(&p, "urgent")
+            .and_then(|u| u.status)
+            .and_then(|s| s.nominated_node_name)
+            .is_none()),
+        "nominatedNodeName stays after binding"
+    );
+    // --explain: the decision is in the log and, while urgent waited, in its annotation.
+    let log = p.log("scheduler", "a");
+    for want in [
+        "default/urgent: preemption node-1: would evict default/batch-2 (priority 100)",
+        "default/urgent: preemption node-2: would evict default/batch-4 (priority 100)",
+        "default/urgent: preemption: nominated node-1",
+    ] {
+        assert!(log.contains(want), "no {want:?} in:\n{log}");
+    }
+    let explained = seen.iter().find_map(|x| {
+        let a = x.metadata.annotations.as_ref()?;
+        let v: serde_json::Value =
+            serde_json::from_str(a.get("scheduler.klab.dev/explain")?).ok()?;
+        (x.metadata.name.as_deref() == Some("urgent") && !v["preemption"].is_null()).then_some(v)
+    });
+    let explained = explained.expect("no explain annotation with the preemption");
+    assert_eq!(
+        explained["preemption"],
+        json!({"nodes": {"node-1": {"victims": ["default/batch-2"]},
+                         "node-2": {"victims": ["default/batch-4"]}},
+               "nominated": "node-1"})
+    );
+    let marked: Vec<&str> = seen
+        .iter()
+        .filter(|x| {
+            x.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.type_ == "DisruptionTarget"
+                            && c.status == "True"
+                            && c.reason.as_deref() == Some("PreemptionByScheduler")
+                            && c.message.as_deref()
+                                == Some("default-scheduler: preempting to accommodate a higher priority pod")
+                    })
+                })
+        })
+        .filter_map(|x| x.metadata.name.as_deref())
+        .collect();
+    assert!(
+        !marked.is_empty() && marked.iter().all(|n| *n == "batch-2"),
+        "{marked:?}"
+    );
+    let want = format!("Preempted by pod {uid} on node node-1");
+    assert!(
+        eventually(10, || events(&p, "Preempted").iter().any(|e| {
+            e.message.as_deref() == Some(want.as_str())
+                && e.involved_object.name.as_deref() == Some("batch-2")
+                && e.action.as_deref() == Some("Preempting")
+                && e.related.as_ref().and_then(|r| r.name.as_deref()) == Some("urgent")
+        })),
+        "{:?}",
+        events(&p, "Preempted")
+    );
+    // Real kubectl reads the same story (the book shows this output).
+    let events = k(&[
+        "get",
+        "events",
+        "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+    ]);
+    crate::snap!(
+        "scheduler_preemption_events",
+        events.replace(&uid, "<uid of urgent>")
+    );
+    let describe = k(&["describe", "pod", "urgent"]);
+    for want in [
+        "Priority:             1000",
+        "Priority Class Name:  urgent",
+        "0/2 nodes are available: 2 Insufficient cpu.",
+        "Successfully assigned default/urgent to node-1",
+    ] {
+        assert!(describe.contains(want), "no {want:?} in:\n{describe}");
+    }
+}
+
+#[test]
+fn preemption_policy_never_and_equal_priority_never_preempt() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1"], "1", "4Gi", json!([]));
+    p.kubelet();
+    priority_class(&p, "peer", 500, "PreemptLowerPriority");
+    priority_class(&p, "polite", 1000, "Never");
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        classed("holder", "1", "peer"),
+    );
+    assert!(eventually(20, || get(&p, "holder")
+        .and_then(|h| node_of(&h))
+        .is_some()));
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        classed("polite", "1", "polite"),
+    );
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        classed("equal", "1", "peer"),
+    );
+    let message_of = |name: &str| {
+        events(&p, "FailedScheduling")
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .filter_map(|e| e.message)
+            .collect::<Vec<_>>()
+    };
+    for (name, want) in [
+        (
+            "polite",
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.",
+        ),
+        (
+            "equal",
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+        ),
+    ] {
+        assert!(
+            eventually(20, || message_of(name).iter().any(|m| m == want)),
+            "{name}: {:?}\n{}",
+            message_of(name),
+            p.log("scheduler", "a")
+        );
+        let pending = get(&p, name).unwrap();
+        assert_eq!(node_of(&pending), None);
+        assert_eq!(
+            pending.status.and_then(|s| s.nominated_node_name),
+            None,
+            "{name} was nominated"
+        );
+    }
+    let holder = get(&p, "holder").unwrap();
+    assert!(holder.metadata.deletion_timestamp.is_none());
+    assert_eq!(node_of(&holder).as_deref(), Some("node-1"));
+    assert!(events(&p, "Preempted").is_empty());
 }
