@@ -32,6 +32,9 @@ use time::OffsetDateTime;
 /// 1.6 keeps state in /run/containerd whatever its config says), and one `cni0` bridge. The
 /// mutex orders this test binary's threads; the file lock orders test runs of other
 /// checkouts on the same host (two worktrees' runs would otherwise break each other).
+// `File::lock` is Rust 1.89; the crate's rust-version (1.85) is what klab itself needs, and
+// the tests are built by CI's newer toolchain.
+#[allow(clippy::incompatible_msrv)]
 pub fn containerd_host() -> ContainerdHost {
     static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let thread = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
