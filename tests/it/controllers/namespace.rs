@@ -36,6 +36,20 @@ fn condition(ns: &Value, ty: &str) -> Option<(String, String, String)> {
     Some((s("status"), s("reason"), s("message")))
 }
 
+/// The `spec:` and `status:` part of `kubectl get ns -o yaml`, transition times masked, for
+/// the book's example.
+fn spec_and_status(yaml: &str) -> String {
+    let mut out = String::new();
+    for line in yaml.lines().skip_while(|l| !l.starts_with("spec:")) {
+        match line.split_once("lastTransitionTime: ") {
+            Some((indent, _)) => out.push_str(&format!("{indent}lastTransitionTime: \"…\"")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[test]
 fn kubectl_delete_namespace_waits_while_the_controller_empties_it() {
     let Some(kubectl) = require("kubectl") else {
@@ -188,6 +202,7 @@ fn a_terminating_namespace_waits_for_the_controller_and_for_finalizers() {
         p.log("controller-manager", "a")
     );
     let yaml = ok(k(&["get", "namespace", "keep", "-o", "yaml"]));
+    crate::snap!("namespace_terminating", spec_and_status(&yaml));
     let ns = namespace(&p, &kubectl, "keep").unwrap();
     assert_eq!(
         condition(&ns, "NamespaceFinalizersRemaining").unwrap(),
