@@ -29,12 +29,23 @@ pub(super) async fn check_namespace(
     let nsres = resources::find("", "v1", "namespaces").expect("namespaces is in the table");
     let item = fetch(state, nsres, "", ns).await?;
     if item.value.pointer("/metadata/deletionTimestamp").is_some() {
-        return Err(ApiError::forbidden(
+        let mut e = ApiError::forbidden(
             what,
             &format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ),
-        ));
+        );
+        // The cause controllers look for to stay quiet about writes a terminating namespace
+        // refuses (upstream's `NamespaceTerminatingCause`).
+        if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+            d.insert(
+                "causes".into(),
+                json!([{"reason": crate::api::NAMESPACE_TERMINATING_CAUSE,
+                    "message": format!("namespace {ns} is being terminated"),
+                    "field": "metadata.namespace"}]),
+            );
+        }
+        return Err(e);
     }
     Ok(())
 }

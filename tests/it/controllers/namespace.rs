@@ -114,6 +114,9 @@ fn kubectl_delete_namespace_waits_while_the_controller_empties_it() {
         p.log("controller-manager", "a")
     );
     assert!(namespace(&p, &kubectl, "shop").is_none());
+    // The other controllers met the refusals of a terminating namespace, and kept quiet.
+    let log = p.log("controller-manager", "a");
+    assert!(!log.contains("because it is being terminated"), "{log}");
     for kind in [
         "pods",
         "deployments",
@@ -166,6 +169,19 @@ fn a_terminating_namespace_waits_for_the_controller_and_for_finalizers() {
         ),
         "{}",
         text(&refused)
+    );
+    let (code, answer) = p.cluster.curl(
+        Some("admin"),
+        "POST",
+        "/api/v1/namespaces/keep/configmaps",
+        "application/json",
+        Some(br#"{"metadata": {"name": "late"}}"#),
+    );
+    let status: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(code, 403, "{answer}");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"], "NamespaceTerminating",
+        "controllers recognise the refusal by its cause: {answer}"
     );
     // Only the namespace controller may release a namespace.
     let body = serde_json::to_vec(&serde_json::json!({
