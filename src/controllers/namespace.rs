@@ -683,6 +683,9 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
+/// Runs the namespace controller: a queue of terminating namespaces, each synced
+/// [`DELETION_GRACE`] after it changed, again after its estimate while content remains, with
+/// backoff after a failure, and every [`SYNC_PERIOD`] regardless.
 pub async fn run(client: kube::Client) {
     let wake = Arc::new(Notify::new());
     let namespaces: Store<Namespace> =
@@ -718,7 +721,7 @@ pub async fn run(client: kube::Client) {
         }
         let due: Vec<(String, Option<String>)> = terminating
             .into_iter()
-            .filter(|(n, _)| queue[n].due.is_some_and(|d| d <= now))
+            .filter(|(n, _)| queue.get(n).and_then(|e| e.due).is_some_and(|d| d <= now))
             .collect();
         let results = futures::future::join_all(due.iter().map(|(name, _)| {
             let d = deleter.clone();
