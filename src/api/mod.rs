@@ -5,3 +5,7 @@ pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod validation;
+
+/// The Status cause NamespaceLifecycle adds when it refuses a write into a terminating
+/// namespace (upstream's `v1.NamespaceTerminatingCause`).
+pub const NAMESPACE_TERMINATING_CAUSE: &str = "NamespaceTerminating";

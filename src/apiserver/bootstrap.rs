@@ -200,6 +200,26 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
             vec![rule(&["*"], &["*"], WRITE)],
         ),
         (
+            // Upstream's controller role (`buildControllerRoles`), which the namespace
+            // controller holds when kube-controller-manager runs with
+            // --use-service-account-credentials; klab's controllers share the manager's own
+            // identity, whose role above covers the same.
+            "system:controller:namespace-controller",
+            vec![
+                rule(&[""], &["namespaces"], &["delete", "get", "list", "watch"]),
+                rule(
+                    &[""],
+                    &["namespaces/finalize", "namespaces/status"],
+                    &["update"],
+                ),
+                rule(
+                    &["*"],
+                    &["*"],
+                    &["delete", "deletecollection", "get", "list"],
+                ),
+            ],
+        ),
+        (
             "system:node-proxier",
             vec![
                 rule(&[""], &["endpoints", "services", "nodes"], READ),
@@ -284,6 +304,11 @@ fn cluster_role_bindings() -> Vec<(&'static str, &'static str, Value)> {
             "system:node-proxier",
             "system:node-proxier",
             json!([user("system:kube-proxy")]),
+        ),
+        (
+            "system:controller:namespace-controller",
+            "system:controller:namespace-controller",
+            json!([{"kind": "ServiceAccount", "name": "namespace-controller", "namespace": "kube-system"}]),
         ),
     ]
 }
@@ -471,4 +496,60 @@ pub async fn allocate_service(state: &State, svc: &mut Value) -> Result<(), ApiE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::authz::rule_allows;
+    use crate::apiserver::request::RequestInfo;
+
+    fn allows(role: &str, verb: &str, group: &str, resource: &str, sub: &str) -> bool {
+        let info = RequestInfo {
+            is_resource: true,
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            name: "x".into(),
+            ..Default::default()
+        };
+        let roles = cluster_roles();
+        let (_, rules) = roles.iter().find(|(n, _)| *n == role).unwrap();
+        rules.iter().any(|r| rule_allows(r, &info))
+    }
+
+    /// Releasing a namespace (`namespaces/finalize`) is the namespace controller's, as in
+    /// upstream's bootstrap policy: neither `admin` nor `edit` may, the controller's roles may,
+    /// and they may empty any resource.
+    #[test]
+    fn only_the_namespace_controller_finalizes_namespaces() {
+        for role in [
+            "system:controller:namespace-controller",
+            "system:kube-controller-manager",
+        ] {
+            assert!(
+                allows(role, "update", "", "namespaces", "finalize"),
+                "{role}"
+            );
+            assert!(allows(role, "update", "", "namespaces", "status"), "{role}");
+            assert!(
+                allows(role, "deletecollection", "example.com", "widgets", ""),
+                "{role}"
+            );
+        }
+        for role in ["admin", "edit", "view"] {
+            assert!(
+                !allows(role, "update", "", "namespaces", "finalize"),
+                "{role}"
+            );
+        }
+        assert!(!allows(
+            "system:controller:namespace-controller",
+            "create",
+            "",
+            "pods",
+            ""
+        ));
+    }
 }

@@ -1,9 +1,13 @@
 //! DELETE and deletecollection: graceful pod deletion, finalizers, and namespace termination.
 //!
 //! Mirrors `registry/generic/registry.Store.Delete` (preconditions, `gracePeriodSeconds`,
-//! `propagationPolicy` finalizers, deletionTimestamp while finalizers remain) and pod storage's
-//! graceful deletion. Namespace cleanup, upstream the namespace controller's work, is done here
-//! until klab's controllers exist. Leaves out the garbage collector (owner references).
+//! `propagationPolicy` finalizers, deletionTimestamp while finalizers remain), pod storage's
+//! graceful deletion and namespace storage's `Delete`: the first DELETE of a namespace only
+//! marks it (deletionTimestamp, phase `Terminating`); emptying it is the namespace
+//! controller's work in kube-controller-manager (`controllers::namespace`), which then removes
+//! the `kubernetes` finalizer through `namespaces/{name}/finalize`. The namespace goes once
+//! `spec.finalizers` and `metadata.finalizers` are both empty. Leaves out the garbage
+//! collector (owner references) and Orphan/Foreground propagation for namespaces.
 
 use std::sync::Arc;
 
@@ -16,7 +20,7 @@ use super::status::{ApiError, Target};
 use super::storage::{Written, set_resource_version};
 use super::write::write_update;
 use super::{State, body};
-use crate::api::resources::{self, RESOURCES, Resource};
+use crate::api::resources::Resource;
 
 /// DeleteOptions from the body and the query.
 #[derive(Debug, Default, Clone)]
@@ -104,14 +108,17 @@ pub async fn delete_one(
         }
         let already = obj.pointer("/metadata/deletionTimestamp").is_some();
         if res.plural == "namespaces" {
-            if already {
+            if already && !namespace_finalized(&obj) {
                 return Ok(obj);
             }
-            meta_mut(&mut obj).insert("deletionTimestamp".into(), now().into());
-            meta_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), 0.into());
-            obj["status"] = json!({"phase": "Terminating"});
+            if !already {
+                meta_mut(&mut obj).insert("deletionTimestamp".into(), now().into());
+                meta_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), 0.into());
+                obj["status"]["phase"] = "Terminating".into();
+            }
+            // Marked, or removed at once when nothing holds it (write_update deletes a
+            // namespace being deleted whose finalizers are all gone).
             if let Some(v) = write_update(state, res, &key, &current, obj).await? {
-                tokio::spawn(finalize_namespace(state.clone(), name.to_owned()));
                 return Ok(v);
             }
             continue;
@@ -216,52 +223,14 @@ pub(super) async fn delete_collection(ctx: &Ctx, res: &'static Resource) -> Resu
     Ok(json_resp(200, &out))
 }
 
-/// Empties a terminating namespace, then removes its `kubernetes` finalizer.
-///
-/// Upstream, the namespace controller in kube-controller-manager does this; klab's API server
-/// does it itself until klab's controllers exist, through the same delete path as a client
-/// (graceful pods and finalizers are honoured, so the namespace waits for them).
-pub fn finalize_namespace(
-    state: Arc<State>,
-    ns: String,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(finalize_namespace_loop(state, ns))
-}
-
-pub(super) async fn finalize_namespace_loop(state: Arc<State>, ns: String) {
-    let nsres = resources::find("", "v1", "namespaces").expect("namespaces is in the table");
-    loop {
-        let mut left = 0;
-        for res in RESOURCES.iter().filter(|r| r.namespaced && r.is_stored()) {
-            let Ok(page) = state
-                .store
-                .list(&res.list_prefix(Some(&ns)), None, 0, 0)
-                .await
-            else {
-                left += 1;
-                continue;
-            };
-            for it in page.items {
-                left += 1;
-                let name = meta_str(&it.value, "name").to_owned();
-                let _ = delete_one(&state, res, &ns, &name, &DeleteOpts::default()).await;
-            }
-        }
-        if left == 0 {
-            let Ok(Some(current)) = state.store.get(&nsres.key("", &ns)).await else {
-                return;
-            };
-            let mut obj = current.value.clone();
-            obj["spec"]["finalizers"] = json!([]);
-            if let Ok(Some(_)) =
-                write_update(&state, nsres, &nsres.key("", &ns), &current, obj).await
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if !matches!(state.store.get(&nsres.key("", &ns)).await, Ok(Some(_))) {
-            return;
-        }
-    }
+/// Whether nothing holds a namespace any more: no `spec.finalizers` (the namespace
+/// controller's `kubernetes`, or another's) and no `metadata.finalizers`.
+pub(super) fn namespace_finalized(ns: &Value) -> bool {
+    ["/spec/finalizers", "/metadata/finalizers"]
+        .iter()
+        .all(|p| {
+            ns.pointer(p)
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+        })
 }

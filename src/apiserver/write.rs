@@ -13,24 +13,39 @@ use super::handler::{Ctx, Resp, json as json_resp};
 use super::rest::{
     check_type, dry_run, fetch, meta_mut, meta_str, name_rule, now, random_suffix, target, uuid,
 };
-use super::status::ApiError;
+use super::status::{ApiError, Target};
 use super::storage::{Item, Written, set_resource_version};
 use super::{State, body, defaults, patch};
 use crate::api::resources::{self, Resource};
 use crate::api::validation::check_name;
 
-/// NamespaceLifecycle: the namespace must exist and not be terminating.
-pub(super) async fn check_namespace(state: &State, ns: &str) -> Result<(), ApiError> {
+/// NamespaceLifecycle: the namespace must exist and not be terminating (upstream's
+/// `<resource> "<name>" is forbidden: unable to create new content …`).
+pub(super) async fn check_namespace(
+    state: &State,
+    ns: &str,
+    what: &Target<'_>,
+) -> Result<(), ApiError> {
     let nsres = resources::find("", "v1", "namespaces").expect("namespaces is in the table");
     let item = fetch(state, nsres, "", ns).await?;
     if item.value.pointer("/metadata/deletionTimestamp").is_some() {
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!(
+        let mut e = ApiError::forbidden(
+            what,
+            &format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ),
-        ));
+        );
+        // The cause controllers look for to stay quiet about writes a terminating namespace
+        // refuses (upstream's `NamespaceTerminatingCause`).
+        if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+            d.insert(
+                "causes".into(),
+                json!([{"reason": crate::api::NAMESPACE_TERMINATING_CAUSE,
+                    "message": format!("namespace {ns} is being terminated"),
+                    "field": "metadata.namespace"}]),
+            );
+        }
+        return Err(e);
     }
     Ok(())
 }
@@ -69,7 +84,7 @@ pub(super) async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        check_namespace(&ctx.state, &ns).await?;
+        check_namespace(&ctx.state, &ns, &target(res, meta_str(&obj, "name"))).await?;
     }
     if res.kind == "Pod" {
         super::admission::priority(&ctx.state, res, &mut obj).await?;
@@ -253,23 +268,16 @@ pub(super) async fn write_update(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty());
-    if deleting && !finalizers_left && res.plural != "namespaces" {
+    let gone = if res.plural == "namespaces" {
+        super::delete::namespace_finalized(&new)
+    } else {
+        !finalizers_left
+    };
+    if deleting && gone {
         return match state.store.delete(key, current.mod_revision).await? {
             Written::Ok(_) => Ok(Some(new)),
             Written::Conflict => Ok(None),
         };
-    }
-    if res.plural == "namespaces" && deleting && !finalizers_left {
-        let spec_done = new
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty());
-        if spec_done {
-            return match state.store.delete(key, current.mod_revision).await? {
-                Written::Ok(_) => Ok(Some(new)),
-                Written::Conflict => Ok(None),
-            };
-        }
     }
     match state.store.update(key, &new, current.mod_revision).await? {
         Written::Ok(rev) => {
@@ -297,7 +305,7 @@ pub(super) async fn update(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
         // endpoints controller and kube-proxy's older paths do.
         Err(e) if e.code == 404 && res.plural == "endpoints" && info.subresource.is_empty() => {
             meta_mut(&mut obj).insert("name".into(), info.name.clone().into());
-            check_namespace(&ctx.state, &info.namespace).await?;
+            check_namespace(&ctx.state, &info.namespace, &target(res, &info.name)).await?;
             let (v, code) =
                 create_object(&ctx.state, res, &info.namespace, obj, dry_run(ctx)).await?;
             return Ok(json_resp(code, &v));

@@ -77,8 +77,11 @@ impl Recorder {
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            super::log('W', format!("writing event {reason} ({message}): {e}"));
+        match api.create(&PostParams::default(), &ev).await {
+            Err(e) if !super::namespace_terminating(&e) => {
+                super::log('W', format!("writing event {reason} ({message}): {e}"));
+            }
+            _ => {}
         }
     }
 }

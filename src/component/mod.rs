@@ -92,6 +92,16 @@ pub enum ComponentError {
     Leader(#[from] leader::LeaderError),
 }
 
+/// Whether the API refused a write because its namespace is being deleted: nothing to do or
+/// report, the namespace controller is emptying it (upstream's
+/// `HasStatusCause(err, NamespaceTerminatingCause)`).
+pub fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| d
+        .causes
+        .iter()
+        .any(|c| c.reason == crate::api::NAMESPACE_TERMINATING_CAUSE)))
+}
+
 /// An error and its sources on one line, as the CLI prints them.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -36,7 +36,7 @@ use super::replicaset::{is_ready, pods_by_owner};
 use super::runner::{self, Expectations};
 use super::{RESYNC, controller_of, owner_ref};
 use crate::component::events::{Recorder, reference};
-use crate::component::{chain, log};
+use crate::component::{chain, log, namespace_terminating};
 use crate::scheduler::filter::{term_matches, tolerates};
 
 /// The label naming the ControllerRevision (template) a daemon pod was made from.
@@ -779,6 +779,7 @@ impl Controller {
                         )
                         .await;
                 }
+                Err(e) if namespace_terminating(&e) => {}
                 Err(e) => {
                     let msg = format!("Error creating: {}", chain(&e));
                     log('E', format!("daemonset {ns}/{name}: node {node}: {msg}"));

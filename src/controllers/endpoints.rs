@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::replicaset::{is_active, is_ready};
 use super::{RESYNC, owner_ref, runner};
-use crate::component::{chain, log};
+use crate::component::{chain, log, namespace_terminating};
 
 /// The pods a Service selects, with an IP, in its namespace.
 fn backends(svc: &Service, pods: &Store<Pod>) -> Vec<Arc<Pod>> {
@@ -159,8 +159,11 @@ pub async fn run_endpoints(client: kube::Client) {
                     api.create(&PostParams::default(), &ep).await.map(|_| ())
                 }
             };
-            if let Err(e) = result {
-                log('W', format!("endpoints {ns}/{name}: {}", chain(&e)));
+            match result {
+                Err(e) if !namespace_terminating(&e) => {
+                    log('W', format!("endpoints {ns}/{name}: {}", chain(&e)));
+                }
+                _ => {}
             }
         }
         runner::next(&wake, RESYNC).await;

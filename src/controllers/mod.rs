@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
@@ -33,6 +34,7 @@ pub const ALL: &[&str] = &[
     "replicaset",
     "daemonset",
     "garbage-collector",
+    "namespace",
     "serviceaccount",
     "nodeipam",
     "node-lifecycle",
@@ -70,7 +72,6 @@ pub const NOT_BUILT: &[&str] = &[
     "statefulset",
     "job",
     "cronjob",
-    "namespace",
     "serviceaccount-token",
     "ttl",
     "ttl-after-finished",
@@ -218,6 +219,7 @@ pub fn run(args: ControllerManagerArgs) -> Result<(), ControllerError> {
                 "replicaset" => tasks.spawn(replicaset::run(c)),
                 "daemonset" => tasks.spawn(daemonset::run(c)),
                 "garbage-collector" => tasks.spawn(gc::run(c)),
+                "namespace" => tasks.spawn(namespace::run(c)),
                 "serviceaccount" => tasks.spawn(serviceaccount::run(c)),
                 "nodeipam" => match cidr {
                     Some(cidr) => tasks.spawn(nodeipam::run(c, cidr, args.node_cidr_mask_size)),

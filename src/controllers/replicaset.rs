@@ -25,7 +25,7 @@ use super::daemonset::is_available;
 use super::runner::{self, Expectations};
 use super::{RESYNC, controller_of, owner_ref};
 use crate::component::events::{Recorder, reference};
-use crate::component::{chain, log};
+use crate::component::{chain, log, namespace_terminating};
 
 /// Whether a pod is Ready (its Ready condition is True).
 pub fn is_ready(p: &Pod) -> bool {
@@ -180,6 +180,7 @@ impl Controller {
                                     )
                                     .await;
                             }
+                            Err(e) if namespace_terminating(&e) => {}
                             Err(e) => {
                                 let msg = format!("Error creating: {}", chain(&e));
                                 log('E', format!("replicaset {ns}/{name}: {msg}"));

@@ -656,6 +656,7 @@ fn the_cloud_controller_manager_initializes_nodes_and_load_balancers() {
 }
 
 mod daemonset;
+mod namespace;
 
 #[test]
 fn root_ca_cert_publisher_puts_the_ca_in_every_namespace() {

@@ -7,8 +7,6 @@
 //! pod IP) and completes graceful deletions (a kubelet deletes with grace 0 once containers
 //! stopped). No container runs; nothing here claims one did.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -47,33 +45,11 @@ impl Plane {
 
     /// Starts `klab <component> --kubeconfig=… ARGS`, logging to `<component>-<tag>.log`.
     pub fn component(&self, component: &str, tag: &str, args: &[&str]) -> Proc {
-        let log = self.log_path(component, tag);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_klab"));
-        cmd.arg(component).arg(format!(
-            "--kubeconfig={}",
-            self.cluster.kubeconfig.display()
-        ));
-        if !args.iter().any(|a| a.starts_with("--secure-port")) {
-            cmd.arg("--secure-port=0");
-        }
-        let child = cmd
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc(child)
-    }
-
-    pub fn log_path(&self, component: &str, tag: &str) -> PathBuf {
-        self.cluster
-            .dir
-            .path()
-            .join(format!("{component}-{tag}.log"))
+        self.cluster.component(component, tag, args)
     }
 
     pub fn log(&self, component: &str, tag: &str) -> String {
-        std::fs::read_to_string(self.log_path(component, tag)).unwrap_or_default()
+        self.cluster.component_log(component, tag)
     }
 
     /// Creates simulated nodes, Ready, with this much CPU and memory.

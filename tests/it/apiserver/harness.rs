@@ -195,6 +195,33 @@ impl Cluster {
         self.dir.path().join(f).display().to_string()
     }
 
+    /// Starts `klab <component> --kubeconfig=… ARGS` against this API server (as the
+    /// kubeconfig's admin), logging to `<component>-<tag>.log` in the cluster's folder.
+    pub fn component(&self, component: &str, tag: &str, args: &[&str]) -> Proc {
+        let log = self.component_log_path(component, tag);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_klab"));
+        cmd.arg(component)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        if !args.iter().any(|a| a.starts_with("--secure-port")) {
+            cmd.arg("--secure-port=0");
+        }
+        let child = cmd
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    pub fn component_log_path(&self, component: &str, tag: &str) -> PathBuf {
+        self.dir.path().join(format!("{component}-{tag}.log"))
+    }
+
+    pub fn component_log(&self, component: &str, tag: &str) -> String {
+        std::fs::read_to_string(self.component_log_path(component, tag)).unwrap_or_default()
+    }
+
     /// Runs kubectl (the given binary) against this cluster.
     pub fn kubectl_with(&self, bin: &Path, args: &[&str]) -> Output {
         Command::new(bin)

@@ -311,7 +311,14 @@ fn kubectl_scenario(c: &Cluster, k: &std::path::Path) {
 
     ok(kc(&["delete", "pod", "p0"]));
     assert!(text(&kc(&["get", "pod", "p0"])).contains("NotFound"));
-    ok(kc(&["delete", "namespace", "team-a"]));
+    // The API server only marks the namespace Terminating; kube-controller-manager's
+    // namespace controller empties it and releases it, and `kubectl delete` waits for that.
+    let _cm = c.component(
+        "controller-manager",
+        &format!("ns-{}", k.file_name().unwrap_or_default().to_string_lossy()),
+        &["--controllers=namespace", "--leader-elect=false"],
+    );
+    ok(kc(&["delete", "namespace", "team-a", "--timeout=120s"]));
     let gone = ok(kc(&["get", "namespaces", "-o", "name"]));
     assert!(!gone.contains("team-a"), "{gone}");
 }
