@@ -51,11 +51,18 @@ pub(super) async fn check_namespace(
 }
 
 /// `fieldValidation=Strict`, as far as [`super::openapi::strict`] knows the fields.
-pub(super) fn check_strict(ctx: &Ctx, res: &Resource, obj: &Value) -> Result<(), ApiError> {
+pub(super) async fn check_strict(ctx: &Ctx, res: &Resource, obj: &Value) -> Result<(), ApiError> {
     if ctx.query.get("fieldValidation").map(String::as_str) != Some("Strict") {
         return Ok(());
     }
-    let unknown = super::openapi::strict::unknown_fields(res.kind, obj);
+    let api_version = if res.group.is_empty() {
+        res.version.to_owned()
+    } else {
+        format!("{}/{}", res.group, res.version)
+    };
+    let unknown = super::openapi::unknown_fields(&api_version, res.kind, obj)
+        .await
+        .unwrap_or_default();
     if unknown.is_empty() {
         return Ok(());
     }
@@ -75,7 +82,7 @@ pub(super) fn check_strict(ctx: &Ctx, res: &Resource, obj: &Value) -> Result<(),
 pub(super) async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
     let mut obj = body::decode(ctx.content_type(), &ctx.body)?;
     check_type(res, &mut obj)?;
-    check_strict(ctx, res, &obj)?;
+    check_strict(ctx, res, &obj).await?;
     let ns = ctx.info.namespace.clone();
     if res.namespaced {
         let body_ns = meta_str(&obj, "namespace");
@@ -292,7 +299,7 @@ pub(super) async fn update(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> 
     let info = &ctx.info;
     let mut obj = body::decode(ctx.content_type(), &ctx.body)?;
     check_type(res, &mut obj)?;
-    check_strict(ctx, res, &obj)?;
+    check_strict(ctx, res, &obj).await?;
     let body_name = meta_str(&obj, "name");
     if !body_name.is_empty() && body_name != info.name {
         return Err(ApiError::bad_request(format!(
@@ -350,7 +357,7 @@ pub(super) async fn patch_object(
         };
         body::prune_nulls(&mut patched);
         check_type(res, &mut patched)?;
-        check_strict(ctx, res, &patched)?;
+        check_strict(ctx, res, &patched).await?;
         let rv = meta_str(&patched, "resourceVersion").to_owned();
         if !rv.is_empty() && rv != current.mod_revision.to_string() {
             return Err(ApiError::conflict(&target(res, &info.name)));

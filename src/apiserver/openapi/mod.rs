@@ -8,7 +8,8 @@
 //! lists one OpenAPI 3.0 document per group-version, each with its REST paths (tagged with
 //! `x-kubernetes-group-version-kind` and `x-kubernetes-action`) and the `components.schemas`
 //! they reach; kubectl 1.27+ reads it for `explain` and to learn that PATCH accepts
-//! `fieldValidation`, leaving validation to the server (see [`strict`]). The schemas are
+//! `fieldValidation`, leaving validation to the server, which checks every field against the
+//! same schemas ([`strict`]). The schemas are
 //! derived from k8s-openapi's types ([`schemas`]), built lazily on the first request and kept
 //! as encoded bytes with upstream's ETag (the SHA-512 of the body). Left out: request and
 //! response body schemas in the paths, List kinds, the gzip and v3 protobuf encodings.
@@ -211,6 +212,7 @@ struct Spec {
     v2_json: Cached,
     v2_pb: Cached,
     v3: Vec<(String, Cached)>,
+    strict: strict::Schemas,
 }
 
 static SPEC: OnceLock<Spec> = OnceLock::new();
@@ -235,11 +237,13 @@ fn build() -> Spec {
         })
         .collect();
     let count = defs.len();
+    let strict = strict::Schemas::new(&defs, &gvks);
     let doc = swagger(defs);
     let spec = Spec {
         v2_json: Cached::new(serde_json::to_vec(&doc).unwrap_or_default()),
         v2_pb: Cached::new(gnostic::encode(&doc)),
         v3,
+        strict,
     };
     eprintln!(
         "kube-apiserver: built the OpenAPI documents in {} ms ({count} definitions; /openapi/v2 {} bytes as JSON, {} as protobuf)",
@@ -268,6 +272,12 @@ const V2_PROTOBUF: &[&str] = &[
     "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
     "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
 ];
+
+/// The unknown fields of `obj` (a `kind` of `api_version`) by its schema; `None` when the
+/// kind has none.
+pub async fn unknown_fields(api_version: &str, kind: &str, obj: &Value) -> Option<Vec<String>> {
+    spec().await.strict.unknown_fields(api_version, kind, obj)
+}
 
 /// `GET /openapi/v2`, negotiated on `Accept` as upstream: protobuf if asked for, else JSON.
 pub async fn v2(headers: &HeaderMap) -> Result<Resp, ApiError> {
@@ -312,92 +322,133 @@ pub async fn v3(gv: &str, headers: &HeaderMap) -> Result<Resp, ApiError> {
 
 /// `fieldValidation=Strict` as far as klab knows the fields: top-level fields per kind and
 /// `metadata`'s fields. Deeper unknown fields are kept, as with `Ignore`.
+/// Server-side field validation (`?fieldValidation=Strict`, what kubectl 1.27+ sends instead of
+/// validating itself): the fields of an object that its kind's schema does not have.
+///
+/// Mirrors the strict decoding of upstream's API server: every unknown field, at any depth, is
+/// reported by its path (`spec.template.spec.containers[0].imagee`). Walks the same
+/// definitions `/openapi/v2` publishes, kept without their descriptions.
 pub mod strict {
-    use serde_json::Value;
+    use serde_json::{Map, Value};
 
-    const META: &[&str] = &[
-        "name",
-        "generateName",
-        "namespace",
-        "selfLink",
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "labels",
-        "annotations",
-        "ownerReferences",
-        "finalizers",
-        "managedFields",
-    ];
+    /// The definitions, without descriptions, and each kind's definition name.
+    pub struct Schemas {
+        defs: Map<String, Value>,
+        kinds: Vec<((&'static str, &'static str), String)>,
+    }
 
-    fn top(kind: &str) -> &'static [&'static str] {
-        match kind {
-            "ConfigMap" => &["data", "binaryData", "immutable"],
-            "Secret" => &["data", "stringData", "type", "immutable"],
-            "ServiceAccount" => &[
-                "secrets",
-                "imagePullSecrets",
-                "automountServiceAccountToken",
-            ],
-            "Endpoints" => &["subsets"],
-            "Event" => &[
-                "involvedObject",
-                "reason",
-                "message",
-                "source",
-                "firstTimestamp",
-                "lastTimestamp",
-                "count",
-                "type",
-                "eventTime",
-                "series",
-                "action",
-                "related",
-                "reportingComponent",
-                "reportingInstance",
-            ],
-            "EndpointSlice" => &["addressType", "endpoints", "ports"],
-            "Role" | "ClusterRole" => &["rules", "aggregationRule"],
-            "RoleBinding" | "ClusterRoleBinding" => &["subjects", "roleRef"],
-            "StorageClass" => &[
-                "provisioner",
-                "parameters",
-                "reclaimPolicy",
-                "mountOptions",
-                "allowVolumeExpansion",
-                "volumeBindingMode",
-                "allowedTopologies",
-            ],
-            "PriorityClass" => &["value", "globalDefault", "description", "preemptionPolicy"],
-            "RuntimeClass" => &["handler", "overhead", "scheduling"],
-            "ControllerRevision" => &["data", "revision"],
-            "PodTemplate" => &["template"],
-            _ => &["spec", "status"],
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("description");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
         }
     }
 
-    /// The unknown fields of `obj`, as upstream names them (`.spec.foo` style, without dot).
-    pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(m) = obj.as_object() else {
-            return out;
-        };
-        for k in m.keys() {
-            if !["apiVersion", "kind", "metadata"].contains(&k.as_str())
-                && !top(kind).contains(&k.as_str())
-            {
-                out.push(k.clone());
+    impl Schemas {
+        pub fn new(defs: &Map<String, Value>, gvks: &[super::schemas::Gvk]) -> Schemas {
+            let mut defs = defs.clone();
+            defs.values_mut().for_each(strip);
+            let kinds = gvks
+                .iter()
+                .map(|g| {
+                    let api_version = if g.group.is_empty() {
+                        g.version
+                    } else {
+                        // Leaked once per kind at startup of the validator: a few dozen.
+                        &*Box::leak(format!("{}/{}", g.group, g.version).into_boxed_str())
+                    };
+                    ((api_version, g.kind), g.name.clone())
+                })
+                .collect();
+            Schemas { defs, kinds }
+        }
+
+        /// The unknown fields of `obj`, a `kind` of `api_version`, in upstream's path form;
+        /// `None` when the kind has no schema here.
+        pub fn unknown_fields(
+            &self,
+            api_version: &str,
+            kind: &str,
+            obj: &Value,
+        ) -> Option<Vec<String>> {
+            let (_, name) = self
+                .kinds
+                .iter()
+                .find(|((v, k), _)| *v == api_version && *k == kind)?;
+            let mut out = Vec::new();
+            self.walk(self.defs.get(name)?, obj, String::new(), &mut out);
+            Some(out)
+        }
+
+        /// Follows `$ref`, `allOf` and the non-null branch of `anyOf`/`oneOf` to the schema
+        /// that describes a value.
+        fn resolve<'a>(&'a self, mut schema: &'a Value) -> &'a Value {
+            for _ in 0..16 {
+                if let Some(name) = schema
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/definitions/"))
+                {
+                    match self.defs.get(name) {
+                        Some(d) => schema = d,
+                        None => return schema,
+                    }
+                    continue;
+                }
+                let branch = ["allOf", "anyOf", "oneOf"].iter().find_map(|k| {
+                    schema
+                        .get(*k)?
+                        .as_array()?
+                        .iter()
+                        .find(|s| s.get("type").and_then(Value::as_str) != Some("null"))
+                });
+                match branch {
+                    Some(b) if schema.get("properties").is_none() => schema = b,
+                    _ => return schema,
+                }
+            }
+            schema
+        }
+
+        fn walk(&self, schema: &Value, v: &Value, path: String, out: &mut Vec<String>) {
+            let schema = self.resolve(schema);
+            let at = |k: &str| {
+                if path.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            match v {
+                Value::Object(m) => {
+                    let props = schema.get("properties").and_then(Value::as_object);
+                    let extra = schema.get("additionalProperties");
+                    for (k, child) in m {
+                        match (props.and_then(|p| p.get(k)), extra) {
+                            (Some(s), _) => self.walk(s, child, at(k), out),
+                            (None, Some(s)) if s.is_object() => self.walk(s, child, at(k), out),
+                            (None, Some(Value::Bool(true))) => {}
+                            // A schema that names no fields (free-form, like RawExtension)
+                            // accepts any.
+                            (None, _) if props.is_none() => {}
+                            (None, _) => out.push(at(k)),
+                        }
+                    }
+                }
+                Value::Array(a) => {
+                    if let Some(items) = schema.get("items") {
+                        for (i, child) in a.iter().enumerate() {
+                            self.walk(items, child, format!("{path}[{i}]"), out);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        if let Some(meta) = m.get("metadata").and_then(Value::as_object) {
-            for k in meta.keys().filter(|k| !META.contains(&k.as_str())) {
-                out.push(format!("metadata.{k}"));
-            }
-        }
-        out
     }
 }
 
@@ -438,11 +489,39 @@ mod tests {
     }
 
     #[test]
-    fn strict_top_level() {
-        let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "nmae": "b"}, "dta": {}});
+    fn strict_finds_unknown_fields_at_any_depth() {
+        let (defs, gvks) = schemas::build();
+        let s = strict::Schemas::new(&defs, &gvks);
+        let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "nmae": "b", "labels": {"any": "x"}}, "dta": {}});
         assert_eq!(
-            strict::unknown_fields("ConfigMap", &bad),
-            ["dta", "metadata.nmae"]
+            s.unknown_fields("v1", "ConfigMap", &bad).unwrap(),
+            ["metadata.nmae", "dta"],
+            "in the order of the document, as upstream's decoder meets them"
         );
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "annotations": {"a": "b"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"rollingUpdate": {"maxSurge": "25%"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                    "containers": [
+                        {"name": "a", "image": "nginx", "resources": {"limits": {"cpu": "1"}}},
+                        {"name": "b", "imagee": "nginx", "ports": [{"containerPort": 80, "prot": "TCP"}]},
+                    ],
+                    "nodeSelectr": {}}}}});
+        assert_eq!(
+            s.unknown_fields("apps/v1", "Deployment", &deploy).unwrap(),
+            [
+                "spec.template.spec.containers[1].imagee",
+                "spec.template.spec.containers[1].ports[0].prot",
+                "spec.template.spec.nodeSelectr",
+            ]
+        );
+        let mut good = deploy.clone();
+        good["spec"]["template"]["spec"] = json!({"containers": [{"name": "a", "image": "nginx"}]});
+        assert_eq!(
+            s.unknown_fields("apps/v1", "Deployment", &good).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(s.unknown_fields("v1", "NoSuchKind", &good).is_none());
     }
 }

@@ -43,7 +43,8 @@ fn manifest(c: &Cluster, name: &str, image_field: &str, image: &str) -> String {
 
 /// kubectl before 1.27 validates on the client from `/openapi/v2` (protobuf): a valid
 /// Deployment applies without `--validate=false`, re-applies as a strategic merge patch, and an
-/// unknown nested field is refused by kubectl itself, so nothing reaches the store. Every
+/// unknown nested field is refused by kubectl itself, so nothing reaches the store; kubectl
+/// 1.27+ leaves it to the server (`fieldValidation=Strict`), which refuses it by the schemas. Every
 /// kubectl explains `pods.spec.containers` from the server's schemas (1.20 from v2, 1.27+ from v3).
 #[test]
 fn kubectl_validates_and_explains_from_openapi() {
@@ -88,21 +89,28 @@ fn kubectl_validates_and_explains_from_openapi() {
         ]));
         assert_eq!(image, "nginx:1.27 80");
 
+        let bad_name = format!("bad{i}");
+        let bad = manifest(&c, &bad_name, "imagee", "nginx:1.25");
+        let refused = kc(&["apply", "-f", &bad]);
+        assert!(!refused.status.success(), "{}", text(&refused));
+        let msg = text(&refused);
         if minor < 27 {
+            // kubectl validates against /openapi/v2 itself.
             client_side = true;
-            let bad_name = format!("bad{i}");
-            let bad = manifest(&c, &bad_name, "imagee", "nginx:1.25");
-            let refused = kc(&["apply", "-f", &bad]);
-            assert!(!refused.status.success(), "{}", text(&refused));
-            let msg = text(&refused);
             assert!(
                 msg.contains("ValidationError(Deployment.spec.template.spec.containers[0]): unknown field \"imagee\" in io.k8s.api.core.v1.Container"),
                 "{msg}"
             );
             assert!(msg.contains("--validate=false"), "{msg}");
-            let stored = kc(&["get", "deploy", &bad_name]);
-            assert!(text(&stored).contains("NotFound"), "{}", text(&stored));
+        } else {
+            // kubectl sends fieldValidation=Strict and the server walks the same schemas.
+            assert!(
+                msg.contains("strict decoding error: unknown field \"spec.template.spec.containers[0].imagee\""),
+                "{msg}"
+            );
         }
+        let stored = kc(&["get", "deploy", &bad_name]);
+        assert!(text(&stored).contains("NotFound"), "{}", text(&stored));
     }
     if !client_side {
         assert!(
