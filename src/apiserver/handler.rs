@@ -34,6 +34,8 @@ pub struct Ctx {
     pub state: Arc<State>,
     pub user: UserInfo,
     pub info: RequestInfo,
+    /// The HTTP method as sent (`nodes/proxy` passes it on).
+    pub method: Method,
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -232,6 +234,7 @@ pub async fn handle(
         Err(e) => (None, error(&e)),
         Ok(user) => {
             let request = Incoming {
+                method: method.clone(),
                 query,
                 raw_query,
                 headers: parts.headers,
@@ -315,6 +318,7 @@ async fn impersonate(
 
 /// What `route` gets of the request besides its attributes.
 struct Incoming {
+    method: Method,
     query: Query,
     raw_query: String,
     headers: HeaderMap,
@@ -330,6 +334,7 @@ async fn route(
     request: Incoming,
 ) -> Result<Resp, ApiError> {
     let Incoming {
+        method,
         query,
         raw_query,
         headers,
@@ -363,6 +368,7 @@ async fn route(
         state: state.clone(),
         user: user.clone(),
         info: info.clone(),
+        method,
         query,
         headers,
         body,

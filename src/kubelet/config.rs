@@ -20,6 +20,7 @@ pub struct KubeletConfiguration {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
     pub authentication: Option<Authentication>,
+    pub authorization: Option<Authorization>,
     #[serde(rename = "providerID")]
     pub provider_id: Option<String>,
     pub container_runtime_endpoint: Option<String>,
@@ -33,6 +34,18 @@ pub struct KubeletConfiguration {
 #[derive(Debug, Default, Deserialize)]
 pub struct Authentication {
     pub x509: Option<X509>,
+    pub anonymous: Option<Enabled>,
+    pub webhook: Option<Enabled>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Enabled {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Authorization {
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,11 +85,28 @@ pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
     fill(&mut args.port, cfg.port);
     fill(&mut args.tls_cert_file, cfg.tls_cert_file);
     fill(&mut args.tls_private_key_file, cfg.tls_private_key_file);
+    // A config file's defaults are upstream's v1beta1 defaults, which lock the server down
+    // (the flags' own defaults do not).
+    let authn = cfg.authentication.unwrap_or_default();
     fill(
         &mut args.client_ca_file,
-        cfg.authentication
-            .and_then(|a| a.x509)
-            .and_then(|x| x.client_ca_file),
+        authn.x509.and_then(|x| x.client_ca_file),
+    );
+    fill(
+        &mut args.anonymous_auth,
+        Some(authn.anonymous.and_then(|a| a.enabled).unwrap_or(false)),
+    );
+    fill(
+        &mut args.authentication_token_webhook,
+        Some(authn.webhook.and_then(|w| w.enabled).unwrap_or(true)),
+    );
+    fill(
+        &mut args.authorization_mode,
+        Some(
+            cfg.authorization
+                .and_then(|a| a.mode)
+                .unwrap_or_else(|| "Webhook".into()),
+        ),
     );
     fill(&mut args.provider_id, cfg.provider_id);
     fill(
