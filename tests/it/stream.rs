@@ -174,6 +174,16 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         format!("--tls-cert-file={}", c.path("apiserver.crt")),
         format!("--tls-private-key-file={}", c.path("apiserver.key")),
     ];
+    kubectl(
+        c,
+        &[
+            "create",
+            "clusterrolebinding",
+            "kubeadm:apiserver-kubelet-client",
+            "--clusterrole=system:kubelet-api-admin",
+            "--user=kube-apiserver-kubelet-client",
+        ],
+    );
     let kubelet = start_kubelet(c, root, port, &[&endpoint, &serving[0], &serving[1]]);
     wait_for("node Ready", 60, &log, || node_ready(c));
     apply(c, "talk", TALK);
@@ -594,8 +604,10 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
     let Some(cluster) = Cluster::start(
         Backend::KlabStore,
         &[
-            "--kubelet-client-certificate={dir}/admin.crt",
-            "--kubelet-client-key={dir}/admin.key",
+            // kubeadm's identity, allowed by the kubelet's SubjectAccessReviews through
+            // the binding the scenario creates, as `klab up` does.
+            "--kubelet-client-certificate={dir}/kube-apiserver-kubelet-client.crt",
+            "--kubelet-client-key={dir}/kube-apiserver-kubelet-client.key",
             // The node's name (kl-node) does not resolve here: its InternalIP does the job.
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             // The kubelet serves a certificate from the cluster's CA (for 127.0.0.1).
