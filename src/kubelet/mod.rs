@@ -17,6 +17,7 @@ pub mod server;
 pub mod simulated;
 pub mod spec;
 pub mod static_pods;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sync;
@@ -347,6 +348,7 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
             node: node.clone(),
             cri: cri.clone(),
             gate: Arc::new(gate),
+            rates: Arc::default(),
         },
         running.clone(),
     ));

@@ -1,5 +1,5 @@
 //! The kubelet's HTTPS server on :10250: `/healthz`, `/pods` (the pods this kubelet runs, as a
-//! PodList), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
+//! PodList), `/stats/summary` ([`super::stats`]), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
 //! `sinceSeconds`, `sinceTime`, `limitBytes`, `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
 //! and `/portForward` ([`super::stream`]). Every request passes [`super::auth`] first
 //! (client certificates signed by `--client-ca-file`, bearer tokens, anonymous; then
@@ -47,6 +47,8 @@ pub struct Options {
     pub cri: Option<Cri>,
     /// Who may call, and what they may do.
     pub gate: Arc<Gate>,
+    /// The previous CPU readings behind `/stats/summary`'s rates.
+    pub rates: Arc<super::stats::Rates>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -445,6 +447,20 @@ async fn handle(
     }
     match path.as_str() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
+        "/stats/summary" | "/stats/summary/" => {
+            let pods: Vec<Pod> = running
+                .read()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            match super::stats::serve(&o.node, &o.root, o.cri.clone(), &o.rates, &pods).await {
+                Ok(s) => reply(StatusCode::OK, "application/json", s.to_string()),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{}\n", super::chain(&e)),
+                ),
+            }
+        }
         "/pods" | "/pods/" => {
             let items: Vec<Pod> = running
                 .read()

@@ -817,6 +817,45 @@ fn kubelet_simulated_runtime_and_static_pods() {
     // certificate, which the kubelet lets in by asking the API server in turn.
     let raw = format!("/api/v1/nodes/{NODE}/proxy/pods");
     assert!(has_sim(&kubectl(&c, &["get", "--raw", &raw])));
+    // /stats/summary: the node's figures are real; the simulated pod is listed without any,
+    // and the summary says why. Its own subresource: nodes/stats.
+    let summary: Value = serde_json::from_str(&kubectl(
+        &c,
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE);
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["fs"]["capacityBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    let sim = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "sim")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(sim.get("memory").is_none(), "{sim}");
+    assert!(summary["klabNote"].as_str().unwrap().contains("simulated"));
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Cert("alice"), "GET", "/stats/summary"),
+        (
+            403,
+            "Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into()
+        )
+    );
     let out = c.kubectl_with(
         Path::new("kubectl"),
         &["--context=alice", "get", "--raw", &raw],

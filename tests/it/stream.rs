@@ -14,8 +14,11 @@ use klab::runtime::containerd::{Config, Containerd};
 use klab::runtime::{cni, images};
 
 use crate::apiserver::harness::{Backend, Cluster, require, text};
+use serde_json::Value;
+
 use crate::kubelet::{
-    POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of, wait_for,
+    NODE, POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of,
+    wait_for,
 };
 
 const TALK: &str = r#"apiVersion: v1
@@ -206,6 +209,30 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         );
     }
     let mut t = String::new();
+
+    // /stats/summary through nodes/proxy: the running busybox pod with its containers' memory
+    // and CPU, from containerd's ListContainerStats.
+    let raw = format!("/api/v1/nodes/{NODE}/proxy/stats/summary");
+    let summary: Value = serde_json::from_str(&kubectl(c, &["get", "--raw", &raw])).unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE, "{summary}");
+    let talk = summary["pods"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "talk"))
+        .unwrap_or_else(|| panic!("talk is not in {summary}"));
+    assert!(
+        talk["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{talk}"
+    );
+    let names: Vec<&str> = talk["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["memory"]["workingSetBytes"].as_u64() > Some(0))
+        .filter(|c| c["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0))
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"c") && names.contains(&"side"), "{talk}");
+    assert!(summary.get("klabNote").is_none(), "{summary}");
 
     // Logs, through the API server to the kubelet's /containerLogs.
     for (shown, args) in [
