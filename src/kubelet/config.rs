@@ -120,3 +120,41 @@ pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
         args.cluster_dns = cfg.cluster_dns.unwrap_or_default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> KubeletArgs {
+        let mut argv = vec!["kubelet", "--kubeconfig=k"];
+        argv.extend(extra);
+        match crate::cli::Cli::parse_from(["klab"].into_iter().chain(argv)).command {
+            crate::cli::Command::Kubelet(a) => *a,
+            _ => unreachable!("a kubelet command line"),
+        }
+    }
+
+    #[test]
+    fn a_config_file_locks_the_server_down_unless_it_says_otherwise() {
+        let file: KubeletConfiguration =
+            serde_yaml::from_str("kind: KubeletConfiguration\n").unwrap();
+        let mut a = args(&[]);
+        merge(&mut a, file);
+        assert_eq!(a.anonymous_auth, Some(false));
+        assert_eq!(a.authentication_token_webhook, Some(true));
+        assert_eq!(a.authorization_mode.as_deref(), Some("Webhook"));
+        let file: KubeletConfiguration = serde_yaml::from_str(
+            "kind: KubeletConfiguration\nauthentication:\n  anonymous: {enabled: true}\nauthorization: {mode: AlwaysAllow}\n",
+        )
+        .unwrap();
+        let mut a = args(&["--authorization-mode=Webhook"]);
+        merge(&mut a, file);
+        assert_eq!(a.anonymous_auth, Some(true));
+        assert_eq!(
+            a.authorization_mode.as_deref(),
+            Some("Webhook"),
+            "a flag wins over the file"
+        );
+    }
+}

@@ -37,6 +37,41 @@ spec:
     command: ["sh", "-c", "echo from the side; exec sleep 3600"]
 "#;
 
+/// A pod reading a ConfigMap (whole, and one key by subPath) and a Secret from volumes.
+const VOLUMES: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greeting
+data:
+  message: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: word
+stringData:
+  password: first
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: kl-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: conf, mountPath: /etc/greeting}
+    - {name: conf, mountPath: /etc/message, subPath: message}
+    - {name: word, mountPath: /etc/word}
+  volumes:
+  - {name: conf, configMap: {name: greeting}}
+  - {name: word, secret: {secretName: word}}
+"#;
+
 /// A pod for `kubectl attach` (its container reads stdin) and one for `port-forward`.
 const CHAT_AND_WEB: &str = r#"apiVersion: v1
 kind: Pod
@@ -190,6 +225,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let kubelet = start_kubelet(c, root, port, &[&endpoint, &serving[0], &serving[1]]);
     wait_for("node Ready", 60, &log, || node_ready(c));
     apply(c, "talk", TALK);
+    apply(c, "volumes", VOLUMES);
     apply(c, "again", AGAIN);
     apply(c, "chat", CHAT_AND_WEB);
     wait_for("talk Running", 60, &log, || {
@@ -233,6 +269,47 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         .collect();
     assert!(names.contains(&"c") && names.contains(&"side"), "{talk}");
     assert!(summary.get("klabNote").is_none(), "{summary}");
+
+    // ConfigMap and Secret volumes follow their objects (the atomic writer swaps `..data`);
+    // a key mounted by subPath keeps the content the container started with, as upstream.
+    wait_for("reader Running", 60, &log, || {
+        status_of(c, "reader").filter(|s| s["phase"] == "Running")
+    });
+    let cat = |path: &str| kubectl(c, &["exec", "reader", "--", "cat", path]);
+    assert_eq!(cat("/etc/greeting/message"), "hello");
+    assert_eq!(cat("/etc/message"), "hello");
+    assert_eq!(cat("/etc/word/password"), "first");
+    kubectl(
+        c,
+        &[
+            "patch",
+            "configmap",
+            "greeting",
+            "-p",
+            r#"{"data":{"message":"bonjour"}}"#,
+        ],
+    );
+    kubectl(
+        c,
+        &[
+            "patch",
+            "secret",
+            "word",
+            "-p",
+            r#"{"data":{"password":"c2Vjb25k"}}"#,
+        ],
+    );
+    wait_for("the new ConfigMap value in the pod", 60, &log, || {
+        (cat("/etc/greeting/message") == "bonjour").then_some(())
+    });
+    wait_for("the new Secret value in the pod", 60, &log, || {
+        (cat("/etc/word/password") == "second").then_some(())
+    });
+    assert_eq!(
+        cat("/etc/message"),
+        "hello",
+        "subPath mounts are not updated"
+    );
 
     // Logs, through the API server to the kubelet's /containerLogs.
     for (shown, args) in [
