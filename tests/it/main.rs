@@ -42,7 +42,8 @@ pub fn containerd_host() -> ContainerdHost {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    file.lock()
+    // flock(2) through rustix: `File::lock` needs Rust 1.89, beyond the crate's MSRV.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
     ContainerdHost {
         _thread: thread,
