@@ -443,7 +443,7 @@ mod tests {
             (container("b", "u1", 24), None),
             (container("x", "other", 5), None),
         ];
-        let s = summary(&node, 0, &[pod.clone()], Some(&stats));
+        let s = summary(&node, 0, std::slice::from_ref(&pod), Some(&stats));
         assert_eq!(s["node"]["memory"]["usageBytes"], 60);
         assert_eq!(s["node"]["memory"]["workingSetBytes"], 50);
         assert_eq!(s["node"]["memory"]["availableBytes"], 50);

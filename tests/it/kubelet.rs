@@ -861,9 +861,9 @@ fn kubelet_simulated_runtime_and_static_pods() {
         &["--context=alice", "get", "--raw", &raw],
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!(
+        String::from_utf8_lossy(&out.stderr).contains(
             "User \"alice\" cannot get resource \"nodes/proxy\" in API group \"\" at the cluster scope"
-        )),
+        ),
         "{out:?}"
     );
 
