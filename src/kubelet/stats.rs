@@ -4,7 +4,7 @@
 //! `pkg/kubelet/server/stats` with the CRI stats provider: the node's figures from procfs and
 //! statvfs (upstream asks cAdvisor for the root cgroup), each container's from CRI
 //! `ListContainerStats`, a pod's the sum of its containers'. CPU rates (`usageNanoCores`)
-//! come from two samples, as cAdvisor computes them. Without a container runtime (simulated
+//! come from two readings, as cAdvisor computes them. Without a container runtime (simulated
 //! pods, static pods as host processes) pods are listed without figures, and the summary says
 //! so. Leaves out network, volumes, `systemContainers`, `runtime.imageFs` and the
 //! `only_cpu_and_memory` query.
@@ -139,7 +139,9 @@ fn container_json(s: &cri::ContainerStats, nano_cores: Option<u64>) -> Value {
         .unwrap_or_default();
     let mut c = json!({"name": name});
     if let Some(cpu) = &s.cpu {
-        let n = u64_of(cpu.usage_nano_cores.as_ref()).or(nano_cores);
+        // The rate over the kubelet's own two readings when it has them: containerd 1.6
+        // sends usageNanoCores as 0 rather than leaving it out.
+        let n = nano_cores.or(u64_of(cpu.usage_nano_cores.as_ref()));
         c["cpu"] = cpu_json(
             cpu.timestamp,
             u64_of(cpu.usage_core_nano_seconds.as_ref()),
