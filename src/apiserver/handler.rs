@@ -136,6 +136,15 @@ async fn service_account(state: &State, token: &str) -> Result<UserInfo, ApiErro
     ))
 }
 
+/// Who a bearer token belongs to: a `--token-auth-file` token, else a service account's
+/// (what requests and TokenReviews both ask).
+pub(super) async fn token_user(state: &State, token: &str) -> Result<UserInfo, ApiError> {
+    if let Some(u) = state.tokens.get(token) {
+        return Ok(u.clone());
+    }
+    service_account(state, token).await
+}
+
 /// The health endpoints, which answer unauthenticated requests even with
 /// `--anonymous-auth=false`: upstream's anonymous authenticator restricted to these paths
 /// (AuthenticationConfiguration `anonymous.conditions`, 1.32+), so a kubelet's liveness probe
@@ -165,10 +174,7 @@ async fn authenticate(
         Peer::NoCert => {}
     }
     if let Some(token) = bearer(headers) {
-        if let Some(u) = state.tokens.get(token) {
-            return Ok(u.clone());
-        }
-        return service_account(state, token).await;
+        return token_user(state, token).await;
     }
     if state.anonymous || health_path(path) {
         Ok(UserInfo::anonymous())

@@ -110,6 +110,36 @@ fn kubelet_get(c: &Cluster, port: u16, path: &str, cert: bool) -> Option<String>
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The API server's flags for a service-account signing key pair made with openssl in `dir`,
+/// so that tokens can be requested (by the kubelet, or `kubectl create token`).
+fn sa_key_flags(dir: &Path) -> [String; 2] {
+    let (key, public) = (dir.join("sa.key"), dir.join("sa.pub"));
+    for args in [
+        vec![
+            "genrsa",
+            "-traditional",
+            "-out",
+            key.to_str().unwrap(),
+            "2048",
+        ],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ]
+}
+
 pub(crate) fn kubectl(c: &Cluster, args: &[&str]) -> String {
     ok(c.kubectl_with(Path::new("kubectl"), args))
 }
@@ -634,33 +664,8 @@ fn kubelet_runs_pods_on_real_containerd() {
         eprintln!("skipping: containernetworking-plugins not installed");
         return;
     }
-    // A signing key, so that the kubelet can request service-account tokens.
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = (keys.path().join("sa.key"), keys.path().join("sa.pub"));
-    for args in [
-        vec![
-            "genrsa",
-            "-traditional",
-            "-out",
-            key.to_str().unwrap(),
-            "2048",
-        ],
-        vec![
-            "rsa",
-            "-in",
-            key.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}");
-    }
-    let flags = [
-        format!("--service-account-signing-key-file={}", key.display()),
-        format!("--service-account-key-file={}", public.display()),
-    ];
+    let flags = sa_key_flags(keys.path());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
@@ -694,12 +699,16 @@ fn kubelet_simulated_runtime_and_static_pods() {
     if require("kubectl").is_none() || require("curl").is_none() {
         return;
     }
+    let keys = tempfile::tempdir().unwrap();
+    let sa = sa_key_flags(keys.path());
     let Some(c) = Cluster::start(
         Backend::KlabStore,
         &[
             "--kubelet-client-certificate={dir}/kube-apiserver-kubelet-client.crt",
             "--kubelet-client-key={dir}/kube-apiserver-kubelet-client.key",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
+            &sa[0],
+            &sa[1],
         ],
     ) else {
         return;
@@ -812,6 +821,16 @@ fn kubelet_simulated_runtime_and_static_pods() {
     assert_eq!(
         kubelet_call(port, &c, Caller::Token("forged"), "GET", "/pods"),
         (401, "Unauthorized".into())
+    );
+    // A service account's token is reviewed too: known, and without RBAC, refused.
+    kubectl(&c, &["create", "serviceaccount", "watcher"]);
+    let token = kubectl(&c, &["create", "token", "watcher"]);
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Token(token.trim()), "GET", "/pods"),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:watcher, verb=get, resource=nodes, subresource=proxy)".into()
+        )
     );
     // Through the API server: nodes/proxy, sent on with the API server's kubelet client
     // certificate, which the kubelet lets in by asking the API server in turn.
