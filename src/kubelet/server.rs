@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS server on :10250: `/healthz`, `/pods` (the pods this kubelet runs, as a
-//! PodList), `/stats/summary` ([`super::stats`]), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
-//! `sinceSeconds`, `sinceTime`, `limitBytes`, `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
+//! PodList), `/stats/summary` ([`super::stats`]), `/containerLogs/<ns>/<pod>/<container>`
+//! (`follow`, `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`,
+//! `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
 //! and `/portForward` ([`super::stream`]). Every request passes [`super::auth`] first
 //! (client certificates signed by `--client-ca-file`, bearer tokens, anonymous; then
 //! AlwaysAllow or a SubjectAccessReview). Mirrors upstream's `pkg/kubelet/server`.
