@@ -836,6 +836,11 @@ fn kubelet_simulated_runtime_and_static_pods() {
     // certificate, which the kubelet lets in by asking the API server in turn.
     let raw = format!("/api/v1/nodes/{NODE}/proxy/pods");
     assert!(has_sim(&kubectl(&c, &["get", "--raw", &raw])));
+    // Any method goes on, and the kubelet's answer comes back as it is (its status and body).
+    assert_eq!(
+        c.curl(Some("admin"), "POST", &raw, "text/plain", Some(b"x")),
+        (405, "only GET is served\n".into())
+    );
     // /stats/summary: the node's figures are real; the simulated pod is listed without any,
     // and the summary says why. Its own subresource: nodes/stats.
     let summary: Value = serde_json::from_str(&kubectl(
