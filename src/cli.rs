@@ -1025,9 +1025,23 @@ pub struct KubeletArgs {
     /// File containing the x509 private key matching --tls-cert-file
     #[arg(long, value_name = "FILE")]
     pub tls_private_key_file: Option<PathBuf>,
-    /// Clients of the server must present a certificate signed by this CA
+    /// Client certificates signed by this CA authenticate callers of the server (CN the user,
+    /// O the groups)
     #[arg(long, value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
+    /// Requests to the server without credentials are system:anonymous (false: 401)
+    /// (default: true; false with a --config file, as upstream's KubeletConfiguration)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub anonymous_auth: Option<bool>,
+    /// Bearer tokens to the server are checked with a TokenReview at the API server
+    /// (default: false; true with a --config file)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow, or Webhook: each request to the server is a SubjectAccessReview for
+    /// nodes/proxy (stats, metrics, log) of this node (default: AlwaysAllow; Webhook with a
+    /// --config file)
+    #[arg(long, value_name = "MODE")]
+    pub authorization_mode: Option<String>,
     /// DNS server IPs for pods with dnsPolicy ClusterFirst (comma-separated; the kube-dns Service, 10.96.0.10 on klab)
     #[arg(long, value_name = "IPS", value_delimiter = ',')]
     pub cluster_dns: Vec<String>,

@@ -98,7 +98,7 @@ macro_rules! res {
 /// Every resource served, core group first, then the named groups in discovery order.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", ["ns"], false, STORED, [], ["status", "finalize"], "/registry/namespaces", false),
-    res!("", "v1", "Node", "nodes", "node", ["no"], false, STORED, [], ["status"], "/registry/minions", false),
+    res!("", "v1", "Node", "nodes", "node", ["no"], false, STORED, [], ["status", "proxy"], "/registry/minions", false),
     res!("", "v1", "Pod", "pods", "pod", ["po"], true, STORED, ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward"], "/registry/pods", false),
     res!("", "v1", "Binding", "bindings", "binding", [], true, CREATE_ONLY, [], [], "", false),
     res!("", "v1", "Service", "services", "service", ["svc"], true, STORED, ["all"], ["status"], "/registry/services/specs", false),

@@ -3,10 +3,11 @@
 //! Mirrors upstream's post-start hooks: `rbac/bootstrap-roles` (the default ClusterRoles and
 //! ClusterRoleBindings from `plugin/pkg/auth/authorizer/rbac/bootstrappolicy`, a subset:
 //! cluster-admin, admin/edit/view, system:discovery, system:basic-user,
-//! system:public-info-viewer and the roles of the control-plane identities), the system
-//! namespaces (`default`, `kube-system`, `kube-public`, `kube-node-lease`), the built-in
-//! PriorityClasses (`scheduling/bootstrap-system-priority-classes`), and the
-//! `default/kubernetes` Service and Endpoints. Existing objects are left alone (upstream
+//! system:public-info-viewer, system:kubelet-api-admin and the roles of the control-plane
+//! identities), the system namespaces (`default`, `kube-system`, `kube-public`,
+//! `kube-node-lease`), the built-in PriorityClasses
+//! (`scheduling/bootstrap-system-priority-classes`), and the `default/kubernetes` Service and
+//! Endpoints. Existing objects are left alone (upstream
 //! reconciles them). ClusterIPs and NodePorts are allocated by scanning the services; upstream
 //! keeps a bitmap allocator, and two racing creates can get the same address here.
 
@@ -228,6 +229,18 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                     &["", "events.k8s.io"],
                     &["events"],
                     &["create", "patch", "update"],
+                ),
+            ],
+        ),
+        (
+            // Full access to kubelets' API (:10250), for the API server's kubelet client.
+            "system:kubelet-api-admin",
+            vec![
+                rule(&[""], &["nodes"], &["get", "list", "watch", "proxy"]),
+                rule(
+                    &[""],
+                    &["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log"],
+                    &["*"],
                 ),
             ],
         ),

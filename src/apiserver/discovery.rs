@@ -49,6 +49,12 @@ fn subresource(
         "eviction" => ("Eviction", "policy", "v1", json!(["create"])),
         "log" => ("Pod", "", "", json!(["get"])),
         "exec" | "attach" | "portforward" => ("PodExecOptions", "", "", json!(["create", "get"])),
+        "proxy" => (
+            "NodeProxyOptions",
+            "",
+            "",
+            json!(["create", "delete", "get", "patch", "update"]),
+        ),
         "token" => (
             "TokenRequest",
             "authentication.k8s.io",

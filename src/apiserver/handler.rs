@@ -34,6 +34,8 @@ pub struct Ctx {
     pub state: Arc<State>,
     pub user: UserInfo,
     pub info: RequestInfo,
+    /// The HTTP method as sent (`nodes/proxy` passes it on).
+    pub method: Method,
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -134,6 +136,15 @@ async fn service_account(state: &State, token: &str) -> Result<UserInfo, ApiErro
     ))
 }
 
+/// Who a bearer token belongs to: a `--token-auth-file` token, else a service account's
+/// (what requests and TokenReviews both ask).
+pub(super) async fn token_user(state: &State, token: &str) -> Result<UserInfo, ApiError> {
+    if let Some(u) = state.tokens.get(token) {
+        return Ok(u.clone());
+    }
+    service_account(state, token).await
+}
+
 /// The health endpoints, which answer unauthenticated requests even with
 /// `--anonymous-auth=false`: upstream's anonymous authenticator restricted to these paths
 /// (AuthenticationConfiguration `anonymous.conditions`, 1.32+), so a kubelet's liveness probe
@@ -163,10 +174,7 @@ async fn authenticate(
         Peer::NoCert => {}
     }
     if let Some(token) = bearer(headers) {
-        if let Some(u) = state.tokens.get(token) {
-            return Ok(u.clone());
-        }
-        return service_account(state, token).await;
+        return token_user(state, token).await;
     }
     if state.anonymous || health_path(path) {
         Ok(UserInfo::anonymous())
@@ -232,6 +240,7 @@ pub async fn handle(
         Err(e) => (None, error(&e)),
         Ok(user) => {
             let request = Incoming {
+                method: method.clone(),
                 query,
                 raw_query,
                 headers: parts.headers,
@@ -315,6 +324,7 @@ async fn impersonate(
 
 /// What `route` gets of the request besides its attributes.
 struct Incoming {
+    method: Method,
     query: Query,
     raw_query: String,
     headers: HeaderMap,
@@ -330,6 +340,7 @@ async fn route(
     request: Incoming,
 ) -> Result<Resp, ApiError> {
     let Incoming {
+        method,
         query,
         raw_query,
         headers,
@@ -358,6 +369,7 @@ async fn route(
         state: state.clone(),
         user: user.clone(),
         info: info.clone(),
+        method,
         query,
         headers,
         body,

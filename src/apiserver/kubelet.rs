@@ -1,5 +1,5 @@
-//! The API server as a client of kubelets: `pods/log`, `pods/exec`, `pods/attach` and
-//! `pods/portforward`, proxied to the node's :10250 server.
+//! The API server as a client of kubelets: `pods/log`, `pods/exec`, `pods/attach`,
+//! `pods/portforward` and `nodes/proxy`, proxied to the node's :10250 server.
 //!
 //! Mirrors upstream's `pkg/registry/core/pod/rest` (LogREST, ExecREST, AttachREST,
 //! PortForwardREST), `LogLocation` and `streamLocation` in `pkg/registry/core/pod/strategy.go`
@@ -8,12 +8,15 @@
 //! serving certificate checked against `--kubelet-certificate-authority` when given). Upgrade
 //! requests (WebSocket or SPDY) pass through byte for byte, as upstream's
 //! `UpgradeAwareHandler`; klab has no `StreamTranslatorHandler`: its kubelet speaks WebSocket
-//! itself. Leaves out `insecureSkipTLSVerifyBackend`, `pods/proxy` and `nodes/proxy`.
+//! itself. `nodes/proxy` sends any request on to the node's kubelet (`kubectl get --raw
+//! /api/v1/nodes/N/proxy/stats/summary`). Leaves out `insecureSkipTLSVerifyBackend`,
+//! `pods/proxy`, `services/proxy` and the `node:port` form of node proxy names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use rustls::DigitallySignedStruct;
@@ -212,8 +215,7 @@ fn container_of(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, 
     }
 }
 
-/// Where the pod's kubelet listens: the node's first address of a preferred type, and the
-/// port it published in `status.daemonEndpoints`.
+/// Where the pod's kubelet listens (see [`node_kubelet`]).
 async fn kubelet_of(ctx: &Ctx, pod: &Value, name: &str) -> Result<(String, String, u16), ApiError> {
     let node = pod
         .pointer("/spec/nodeName")
@@ -221,6 +223,12 @@ async fn kubelet_of(ctx: &Ctx, pod: &Value, name: &str) -> Result<(String, Strin
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?
         .to_owned();
+    node_kubelet(ctx, node).await
+}
+
+/// Where a node's kubelet listens: the node's first address of a preferred type, and the
+/// port it published in `status.daemonEndpoints`.
+async fn node_kubelet(ctx: &Ctx, node: String) -> Result<(String, String, u16), ApiError> {
     let nodes = resources::find("", "v1", "nodes").expect("nodes are in the table");
     let n = fetch(&ctx.state, nodes, "", &node).await?.value;
     let addresses = n
@@ -362,9 +370,17 @@ pub(super) async fn log(ctx: &Ctx, pods: &Resource) -> Result<Resp, ApiError> {
         info.namespace, info.name
     );
     let tls = dial(ctx, &node, &address, port).await?;
-    let resp = proxy::forward(tls, &address, Method::GET, &path, &HeaderMap::new(), None)
-        .await
-        .map_err(|e| ApiError::internal(crate::kubelet::chain(&e)))?;
+    let resp = proxy::forward(
+        tls,
+        &address,
+        Method::GET,
+        &path,
+        &HeaderMap::new(),
+        Bytes::new(),
+        None,
+    )
+    .await
+    .map_err(|e| ApiError::internal(crate::kubelet::chain(&e)))?;
     if resp.status() != StatusCode::OK {
         return Err(kubelet_error(resp).await);
     }
@@ -434,19 +450,83 @@ pub(super) async fn stream(ctx: &Ctx, pods: &Resource, sub: &str) -> Result<Resp
     } else {
         Method::POST
     };
-    let resp = proxy::forward(tls, &address, method, &path, &ctx.headers, upgrade)
-        .await
-        .map_err(|e| ApiError::internal(crate::kubelet::chain(&e)))?;
+    let resp = proxy::forward(
+        tls,
+        &address,
+        method,
+        &path,
+        &ctx.headers,
+        Bytes::new(),
+        upgrade,
+    )
+    .await
+    .map_err(|e| ApiError::internal(crate::kubelet::chain(&e)))?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(resp);
     }
     Err(kubelet_error(resp).await)
 }
 
+/// The path and query a `nodes/NAME/proxy/PATH` request asks of the kubelet: `/PATH`
+/// (`/` when there is none), the query as sent.
+fn proxied_path(full: &str, node: &str, raw_query: &str) -> String {
+    let marker = format!("/nodes/{node}/proxy");
+    let rest = full
+        .find(&marker)
+        .map(|i| &full[i + marker.len()..])
+        .unwrap_or_default();
+    let mut path = if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    };
+    if !raw_query.is_empty() {
+        path.push('?');
+        path.push_str(raw_query);
+    }
+    path
+}
+
+/// `nodes/NAME/proxy/PATH` (any method): the request sent on to the node's kubelet as the API
+/// server's kubelet client, the kubelet's answer (its status, headers and body) given back as
+/// it is, and an upgrade joined on `101`. Upstream's `pkg/registry/core/node/rest`
+/// ProxyREST; authorization already asked for `<verb> nodes/proxy`.
+pub(super) async fn node_proxy(ctx: &Ctx) -> Result<Resp, ApiError> {
+    let info = &ctx.info;
+    let path = proxied_path(&info.path, &info.name, &ctx.raw_query);
+    let (node, address, port) = node_kubelet(ctx, info.name.clone()).await?;
+    let tls = dial(ctx, &node, &address, port).await?;
+    let upgrade = ctx.upgrade.lock().ok().and_then(|mut u| u.take());
+    proxy::forward(
+        tls,
+        &address,
+        ctx.method.clone(),
+        &path,
+        &ctx.headers,
+        ctx.body.clone(),
+        upgrade,
+    )
+    .await
+    .map_err(|e| ApiError::internal(crate::kubelet::chain(&e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn node_proxy_paths() {
+        assert_eq!(
+            proxied_path("/api/v1/nodes/n1/proxy/stats/summary", "n1", ""),
+            "/stats/summary"
+        );
+        assert_eq!(proxied_path("/api/v1/nodes/n1/proxy", "n1", ""), "/");
+        assert_eq!(
+            proxied_path("/api/v1/nodes/n1/proxy/pods/", "n1", "a=1&b=2"),
+            "/pods/?a=1&b=2"
+        );
+    }
 
     #[test]
     fn which_container() {

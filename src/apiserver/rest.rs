@@ -161,6 +161,9 @@ pub(super) async fn dispatch_to(ctx: Ctx, res: &'static Resource) -> Result<Resp
     if !sub.is_empty() && !res.subresources.contains(&sub) {
         return Err(ApiError::page_not_found());
     }
+    if sub == "proxy" {
+        return super::kubelet::node_proxy(&ctx).await;
+    }
     match (info.verb.as_str(), sub) {
         ("get", "" | "status") => get(&ctx, res).await,
         ("get", "scale") => scale_get(&ctx, res).await,

@@ -1,7 +1,8 @@
 //! Reviews: computed answers about the caller, never stored.
 //!
 //! Mirrors `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`) and
-//! TokenReview (how a kubelet asks who a bearer token belongs to), and `authorization.k8s.io/v1`
+//! TokenReview (how a kubelet asks who a bearer token belongs to: a static token or a service
+//! account's), and `authorization.k8s.io/v1`
 //! SelfSubjectAccessReview (`kubectl auth can-i`), SubjectAccessReview (the same question
 //! about someone else) and SelfSubjectRulesReview (`kubectl auth can-i --list`), which run the
 //! same authenticators and authorizers as real requests.
@@ -50,11 +51,11 @@ pub async fn create(ctx: &Ctx, res: &Resource) -> Result<Resp, ApiError> {
                 .pointer("/spec/token")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let status = match ctx.state.tokens.get(token) {
-                Some(u) => {
+            let status = match super::handler::token_user(&ctx.state, token).await {
+                Ok(u) => {
                     json!({"authenticated": true, "user": {"username": u.name, "uid": u.uid, "groups": u.groups}})
                 }
-                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                Err(_) => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
             obj["metadata"] = meta;
             obj["status"] = status;

@@ -1,5 +1,6 @@
 //! What `kubeadm init` creates through the API once the control plane answers: the
-//! `kubeadm:cluster-admins` binding behind admin.conf, the roles of the identities klab adds
+//! `kubeadm:cluster-admins` binding behind admin.conf, `kubeadm:apiserver-kubelet-client`
+//! (the API server's kubelet client certificate to `system:kubelet-api-admin`), the roles of the identities klab adds
 //! (cloud-controller-manager, CoreDNS), and the two add-ons: kube-proxy as a DaemonSet and
 //! CoreDNS (klab's DNS server) as a Deployment behind the `kube-dns` Service at 10.96.0.10.
 //!
@@ -175,6 +176,18 @@ pub async fn apply(
             "cluster-admin",
             "Group",
             "kubeadm:cluster-admins",
+        ),
+    )
+    .await?;
+    // The API server's identity towards kubelets (pods/log, exec, nodes/proxy): kubelets
+    // ask the API server whether it may, and this binding says yes.
+    ensure(
+        bindings.clone(),
+        binding(
+            "kubeadm:apiserver-kubelet-client",
+            "system:kubelet-api-admin",
+            "User",
+            "kube-apiserver-kubelet-client",
         ),
     )
     .await?;

@@ -283,7 +283,9 @@ fn write_pki(
         usage: Usage::Server,
     })?
     .write(&pki, "apiserver")?;
-    ca.client("kube-apiserver-kubelet-client", &["kubeadm:cluster-admins"])?
+    // No admin group: the kubeadm:apiserver-kubelet-client binding gives this identity
+    // system:kubelet-api-admin only, as kubeadm does since 1.37 (before, it was an admin).
+    ca.client("kube-apiserver-kubelet-client", &[])?
         .write(&pki, "apiserver-kubelet-client")?;
     // The store has a CA of its own, as etcd under kubeadm.
     let etcd = Ca::new("etcd-ca")?;
@@ -391,6 +393,11 @@ fn kubelet_args(
         format!("--tls-cert-file={}", p(d.join("pki/kubelet.crt"))),
         format!("--tls-private-key-file={}", p(d.join("pki/kubelet.key"))),
         format!("--client-ca-file={}", p(layout.pki().join("ca.crt"))),
+        // The :10250 server locked down as kubeadm's KubeletConfiguration does: no anonymous
+        // callers, bearer tokens reviewed and every request authorized by the API server.
+        "--anonymous-auth=false".into(),
+        "--authentication-token-webhook=true".into(),
+        "--authorization-mode=Webhook".into(),
         // Pods' resolv.conf names the kube-dns Service (dnsPolicy ClusterFirst), as kubeadm's
         // KubeletConfiguration says with clusterDNS and clusterDomain.
         format!("--cluster-dns={}", addons::DNS_IP),

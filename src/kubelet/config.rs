@@ -20,6 +20,7 @@ pub struct KubeletConfiguration {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
     pub authentication: Option<Authentication>,
+    pub authorization: Option<Authorization>,
     #[serde(rename = "providerID")]
     pub provider_id: Option<String>,
     pub container_runtime_endpoint: Option<String>,
@@ -33,6 +34,18 @@ pub struct KubeletConfiguration {
 #[derive(Debug, Default, Deserialize)]
 pub struct Authentication {
     pub x509: Option<X509>,
+    pub anonymous: Option<Enabled>,
+    pub webhook: Option<Enabled>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Enabled {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Authorization {
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,11 +85,28 @@ pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
     fill(&mut args.port, cfg.port);
     fill(&mut args.tls_cert_file, cfg.tls_cert_file);
     fill(&mut args.tls_private_key_file, cfg.tls_private_key_file);
+    // A config file's defaults are upstream's v1beta1 defaults, which lock the server down
+    // (the flags' own defaults do not).
+    let authn = cfg.authentication.unwrap_or_default();
     fill(
         &mut args.client_ca_file,
-        cfg.authentication
-            .and_then(|a| a.x509)
-            .and_then(|x| x.client_ca_file),
+        authn.x509.and_then(|x| x.client_ca_file),
+    );
+    fill(
+        &mut args.anonymous_auth,
+        Some(authn.anonymous.and_then(|a| a.enabled).unwrap_or(false)),
+    );
+    fill(
+        &mut args.authentication_token_webhook,
+        Some(authn.webhook.and_then(|w| w.enabled).unwrap_or(true)),
+    );
+    fill(
+        &mut args.authorization_mode,
+        Some(
+            cfg.authorization
+                .and_then(|a| a.mode)
+                .unwrap_or_else(|| "Webhook".into()),
+        ),
     );
     fill(&mut args.provider_id, cfg.provider_id);
     fill(
@@ -88,5 +118,43 @@ pub fn merge(args: &mut KubeletArgs, cfg: KubeletConfiguration) {
     fill(&mut args.resolv_conf, cfg.resolv_conf);
     if args.cluster_dns.is_empty() {
         args.cluster_dns = cfg.cluster_dns.unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> KubeletArgs {
+        let mut argv = vec!["kubelet", "--kubeconfig=k"];
+        argv.extend(extra);
+        match crate::cli::Cli::parse_from(["klab"].into_iter().chain(argv)).command {
+            crate::cli::Command::Kubelet(a) => *a,
+            _ => unreachable!("a kubelet command line"),
+        }
+    }
+
+    #[test]
+    fn a_config_file_locks_the_server_down_unless_it_says_otherwise() {
+        let file: KubeletConfiguration =
+            serde_yaml::from_str("kind: KubeletConfiguration\n").unwrap();
+        let mut a = args(&[]);
+        merge(&mut a, file);
+        assert_eq!(a.anonymous_auth, Some(false));
+        assert_eq!(a.authentication_token_webhook, Some(true));
+        assert_eq!(a.authorization_mode.as_deref(), Some("Webhook"));
+        let file: KubeletConfiguration = serde_yaml::from_str(
+            "kind: KubeletConfiguration\nauthentication:\n  anonymous: {enabled: true}\nauthorization: {mode: AlwaysAllow}\n",
+        )
+        .unwrap();
+        let mut a = args(&["--authorization-mode=Webhook"]);
+        merge(&mut a, file);
+        assert_eq!(a.anonymous_auth, Some(true));
+        assert_eq!(
+            a.authorization_mode.as_deref(),
+            Some("Webhook"),
+            "a flag wins over the file"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! pod. Mirrors upstream's `pkg/kubelet` (`kubelet.go` syncLoop, pod workers, node status,
 //! node lease, prober, server with its streaming endpoints, volume manager).
 
+pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod env;
@@ -17,6 +18,7 @@ pub mod server;
 pub mod simulated;
 pub mod spec;
 pub mod static_pods;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sync;
@@ -137,6 +139,8 @@ pub enum Error {
     },
     #[error("--address {0:?} is not an IP address")]
     Address(String),
+    #[error("--authorization-mode {0:?}: the kubelet knows AlwaysAllow and Webhook")]
+    AuthorizationMode(String),
     #[error("pod {pod}: reading the source of volume {volume}")]
     Volume {
         pod: String,
@@ -295,6 +299,19 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
     let client = crate::client::from_kubeconfig(&args.kubeconfig)
         .await
         .map_err(Error::Client)?;
+    let mode = args
+        .authorization_mode
+        .clone()
+        .unwrap_or_else(|| "AlwaysAllow".into());
+    let gate = auth::Gate::new(
+        auth::Settings {
+            anonymous: args.anonymous_auth.unwrap_or(true),
+            token_webhook: args.authentication_token_webhook.unwrap_or(false),
+            mode: auth::Mode::parse(&mode).ok_or(Error::AuthorizationMode(mode))?,
+        },
+        node.clone(),
+        client.clone(),
+    );
     let (cri, runtime_version) = connect(&args).await?;
     std::fs::create_dir_all(&args.root_dir).map_err(|source| Error::PodDir {
         path: args.root_dir.clone(),
@@ -331,6 +348,8 @@ async fn serve(args: KubeletArgs) -> Result<(), Error> {
             root: args.root_dir.clone(),
             node: node.clone(),
             cri: cri.clone(),
+            gate: Arc::new(gate),
+            rates: Arc::default(),
         },
         running.clone(),
     ));

@@ -56,7 +56,8 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-fn meminfo() -> BTreeMap<String, u64> {
+/// `/proc/meminfo`, in KiB.
+pub(super) fn meminfo() -> BTreeMap<String, u64> {
     read("/proc/meminfo")
         .lines()
         .filter_map(|l| {

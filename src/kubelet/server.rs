@@ -1,9 +1,10 @@
 //! The kubelet's HTTPS server on :10250: `/healthz`, `/pods` (the pods this kubelet runs, as a
-//! PodList), `/containerLogs/<ns>/<pod>/<container>` (`follow`, `tailLines`, `timestamps`,
-//! `sinceSeconds`, `sinceTime`, `limitBytes`, `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
-//! and `/portForward` ([`super::stream`]). Clients authenticate with a certificate signed by
-//! `--client-ca-file` when it is given. Mirrors upstream's `pkg/kubelet/server`; leaves out
-//! authorization (SubjectAccessReview) and `/stats/summary`.
+//! PodList), `/stats/summary` ([`super::stats`]), `/containerLogs/<ns>/<pod>/<container>`
+//! (`follow`, `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`,
+//! `previous`), read from the CRI log files, and the streaming endpoints `/exec`, `/attach`
+//! and `/portForward` ([`super::stream`]). Every request passes [`super::auth`] first
+//! (client certificates signed by `--client-ca-file`, bearer tokens, anonymous; then
+//! AlwaysAllow or a SubjectAccessReview). Mirrors upstream's `pkg/kubelet/server`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::auth::Gate;
 use super::spec::PodRef;
 use super::{Error, stream};
 use crate::runtime::cri::Cri;
@@ -44,6 +46,10 @@ pub struct Options {
     pub node: String,
     /// The runtime, for exec, attach, port-forward and following logs (`None`: simulated).
     pub cri: Option<Cri>,
+    /// Who may call, and what they may do.
+    pub gate: Arc<Gate>,
+    /// The previous CPU readings behind `/stats/summary`'s rates.
+    pub rates: Arc<super::stats::Rates>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,10 +105,14 @@ fn tls(o: &Options) -> Result<TlsAcceptor, Error> {
                 let c = c.map_err(tls_err(ca))?;
                 roots.add(c).map_err(tls_err(ca))?;
             }
+            // A certificate is asked for, not required: callers without one may still be
+            // a bearer token or anonymous, which the gate decides (upstream's
+            // VerifyClientCertIfGiven).
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
+            .allow_unauthenticated()
             .build()
             .map_err(tls_err(ca))?;
             builder.with_client_cert_verifier(v)
@@ -409,9 +419,17 @@ fn container_logs(o: &Options, running: &Running, path: &str, query: &str) -> Re
     r
 }
 
-async fn handle(o: &Options, running: &Running, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    o: &Options,
+    running: &Running,
+    cert: Option<&[u8]>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
+    if let Err(refused) = o.gate.check(cert, req.method(), &path, req.headers()).await {
+        return reply(refused.code, "text/plain", refused.body);
+    }
     for (prefix, kind) in [
         ("/exec/", stream::Kind::Exec),
         ("/attach/", stream::Kind::Attach),
@@ -430,6 +448,20 @@ async fn handle(o: &Options, running: &Running, req: Request<Incoming>) -> Respo
     }
     match path.as_str() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
+        "/stats/summary" | "/stats/summary/" => {
+            let pods: Vec<Pod> = running
+                .read()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            match super::stats::serve(&o.node, &o.root, o.cri.clone(), &o.rates, &pods).await {
+                Ok(s) => reply(StatusCode::OK, "application/json", s.to_string()),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{}\n", super::chain(&e)),
+                ),
+            }
+        }
         "/pods" | "/pods/" => {
             let items: Vec<Pod> = running
                 .read()
@@ -464,9 +496,17 @@ pub async fn serve(o: Options, running: Running) -> Result<(), Error> {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            // The TLS layer verified the chain against --client-ca-file; the leaf names the
+            // caller.
+            let cert: Option<Arc<[u8]>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::from(c.as_ref()));
             let svc = service_fn(move |req| {
-                let (o, running) = (o.clone(), running.clone());
-                async move { Ok::<_, Infallible>(handle(&o, &running, req).await) }
+                let (o, running, cert) = (o.clone(), running.clone(), cert.clone());
+                async move { Ok::<_, Infallible>(handle(&o, &running, cert.as_deref(), req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)

@@ -210,6 +210,7 @@ async fn proxy_spdy(
         req.method().clone(),
         path,
         req.headers(),
+        bytes::Bytes::new(),
         upgrade,
     )
     .await

@@ -1,13 +1,14 @@
 //! A pod's volumes on the host, and each container's CRI mounts of them: emptyDir (a folder
-//! in the pod's data folder), hostPath, configMap and secret (read from the API and written
-//! as files, once, when the pod starts), downwardAPI, and projected volumes (service-account
-//! token, configMap, secret and downwardAPI sources in one folder). Mirrors upstream's volume
-//! manager and the emptydir, hostpath, configmap, secret, downwardapi and projected plugins,
-//! with their folder names (`volumes/kubernetes.io~empty-dir/<name>`); projected and
-//! downwardAPI files are written the way upstream's `AtomicWriter` does (a `..<timestamp>`
-//! folder, a `..data` symlink swapped by rename, top-level symlinks through it), and a
-//! projected token is requested again at 80% of its life. Leaves out updates of
-//! configMap/secret contents, tmpfs emptyDirs and every network volume.
+//! in the pod's data folder), hostPath, configMap and secret (read from the API, read again
+//! every few seconds and rewritten when they changed, unless immutable), downwardAPI, and
+//! projected volumes (service-account token, configMap, secret and downwardAPI sources in one
+//! folder). Mirrors upstream's volume manager and the emptydir, hostpath, configmap, secret,
+//! downwardapi and projected plugins, with their folder names
+//! (`volumes/kubernetes.io~empty-dir/<name>`); all but emptyDir and hostPath are written the
+//! way upstream's `AtomicWriter` does (a `..<timestamp>` folder, a `..data` symlink swapped by
+//! rename, top-level symlinks through it), and a projected token is requested again at 80% of
+//! its life. Leaves out updates of
+//! configMap/secret sources of projected volumes, tmpfs emptyDirs and every network volume.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -28,45 +29,6 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `files` (key → content) into `dir`, as `items` maps them (all keys when empty),
-/// with `mode` (default 0644).
-fn write_files(
-    dir: &Path,
-    files: &BTreeMap<String, Vec<u8>>,
-    items: &[KeyToPath],
-    mode: Option<i32>,
-) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-    let chosen: Vec<(String, String, Option<i32>)> = if items.is_empty() {
-        files.keys().map(|k| (k.clone(), k.clone(), mode)).collect()
-    } else {
-        items
-            .iter()
-            .map(|i| (i.key.clone(), i.path.clone(), i.mode.or(mode)))
-            .collect()
-    };
-    for (key, rel, m) in chosen {
-        let Some(data) = files.get(&key) else {
-            continue;
-        };
-        // A relative path inside the volume, never outside it.
-        if Path::new(&rel)
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            continue;
-        }
-        let path = dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(write_err(parent))?;
-        }
-        std::fs::write(&path, data).map_err(write_err(&path))?;
-        let perm = std::fs::Permissions::from_mode(m.unwrap_or(0o644) as u32);
-        std::fs::set_permissions(&path, perm).map_err(write_err(&path))?;
-    }
-    Ok(())
 }
 
 /// The files of a volume, by path inside it: content and mode.
@@ -98,12 +60,15 @@ fn select(out: &mut Files, data: &BTreeMap<String, Vec<u8>>, items: &[KeyToPath]
     }
 }
 
+/// A ConfigMap's or Secret's keys and values, and whether it is immutable.
+type Source = (BTreeMap<String, Vec<u8>>, bool);
+
 /// A ConfigMap's keys and values, `None` when it does not exist.
 async fn config_map_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+) -> Result<Option<Source>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     Ok(api.get_opt(name).await?.map(|found| {
         let mut files = BTreeMap::new();
@@ -113,7 +78,7 @@ async fn config_map_data(
         for (k, b) in found.binary_data.unwrap_or_default() {
             files.insert(k, b.0);
         }
-        files
+        (files, found.immutable == Some(true))
     }))
 }
 
@@ -122,15 +87,16 @@ async fn secret_data(
     client: &kube::Client,
     ns: &str,
     name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+) -> Result<Option<Source>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     Ok(api.get_opt(name).await?.map(|found| {
-        found
+        let files = found
             .data
             .unwrap_or_default()
             .into_iter()
             .map(|(k, b)| (k, b.0))
-            .collect()
+            .collect();
+        (files, found.immutable == Some(true))
     }))
 }
 
@@ -191,6 +157,16 @@ pub fn write_atomic(dir: &Path, files: &Files) -> Result<(), Error> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&ts, &tmp).map_err(write_err(&tmp))?;
     std::fs::rename(&tmp, &data).map_err(write_err(&data))?;
+    // Top-level links of keys that are gone go too (those through `..data` only).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let through_data = std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with("..data"));
+            if through_data && !top.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     for name in top {
         let link = dir.join(&name);
         if std::fs::symlink_metadata(&link).is_err() {
@@ -240,7 +216,7 @@ async fn projected(
                 .await
                 .map_err(api_err)?
             {
-                Some(data) => select(
+                Some((data, _)) => select(
                     &mut out,
                     &data,
                     cm.items.as_deref().unwrap_or_default(),
@@ -260,7 +236,7 @@ async fn projected(
                 .await
                 .map_err(api_err)?
             {
-                Some(data) => select(
+                Some((data, _)) => select(
                     &mut out,
                     &data,
                     sec.items.as_deref().unwrap_or_default(),
@@ -321,6 +297,132 @@ async fn projected(
     Ok((out, refresh))
 }
 
+/// How often a configMap or secret volume is read again from the API. Upstream's kubelet
+/// notices a change at its next periodic sync of the pod (`syncFrequency`, 1 min); klab reads
+/// sooner, to keep a lab's loop short.
+pub const RESYNC_SECONDS: i64 = 10;
+
+/// The files under `..data` of an atomically written volume, as [`Files`].
+fn current_files(dir: &Path) -> Files {
+    fn walk(base: &Path, rel: &Path, out: &mut Files) {
+        let Ok(entries) = std::fs::read_dir(base.join(rel)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let rel = rel.join(e.file_name());
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                walk(base, &rel, out);
+            } else if let Ok(data) = std::fs::read(base.join(&rel)) {
+                let mode = meta.permissions().mode() & 0o7777;
+                out.insert(rel.to_string_lossy().into_owned(), (data, mode));
+            }
+        }
+    }
+    let mut out = Files::new();
+    walk(&dir.join("..data"), Path::new(""), &mut out);
+    out
+}
+
+/// Why a configMap or secret volume could not be written.
+enum KeptError {
+    Api(kube::Error),
+    Other(Error),
+}
+
+impl KeptError {
+    fn into_error(self, api: impl FnOnce(kube::Error) -> Error) -> Error {
+        match self {
+            KeptError::Api(e) => api(e),
+            KeptError::Other(e) => e,
+        }
+    }
+}
+
+/// A configMap or secret volume, kept up to date as upstream's plugins do: written with the
+/// atomic writer, read again every [`RESYNC_SECONDS`] and rewritten when its content changed,
+/// never again once the object is immutable. A container that mounts a key with `subPath`
+/// keeps the file it started with (the bind mount holds the old file), as upstream.
+struct Kept<'a> {
+    pod: &'a PodRef,
+    dir: &'a Path,
+    what: String,
+    optional: bool,
+    items: &'a [KeyToPath],
+    mode: Option<i32>,
+}
+
+impl Kept<'_> {
+    /// Beside the volume, not in it: when to read the object again (`never` once immutable).
+    fn due_file(&self) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        self.dir.with_file_name(format!("{name}.resync-at"))
+    }
+
+    async fn sync(
+        &self,
+        read: impl std::future::Future<Output = Result<Option<Source>, kube::Error>>,
+    ) -> Result<(), KeptError> {
+        let written = self.dir.join("..data").exists();
+        if self.dir.exists() && !written {
+            // Written by an older klab as plain files: left as it is.
+            return Ok(());
+        }
+        let due_file = self.due_file();
+        if written {
+            let due = std::fs::read_to_string(&due_file).unwrap_or_default();
+            let due = due.trim();
+            if due == "never" || due.parse::<i64>().is_ok_and(|d| unix_now() < d) {
+                return Ok(());
+            }
+        }
+        let found = match read.await {
+            Ok(f) => f,
+            // A volume already written keeps its files while the API cannot be read.
+            Err(e) if written => {
+                eprintln!(
+                    "kubelet: pod {}: reading {} again: {}",
+                    self.pod.key(),
+                    self.what,
+                    super::chain(&e)
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(KeptError::Api(e)),
+        };
+        let (data, immutable) = match found {
+            Some(f) => f,
+            // Deleted after the pod started: the files stay (upstream keeps them too).
+            None if written => return Ok(()),
+            None if self.optional => (BTreeMap::new(), false),
+            None => {
+                return Err(KeptError::Other(Error::Missing {
+                    pod: self.pod.key(),
+                    what: self.what.clone(),
+                }));
+            }
+        };
+        let mut files = Files::new();
+        select(
+            &mut files,
+            &data,
+            self.items,
+            self.mode.map_or(0o644, |m| m as u32),
+        );
+        if !written || current_files(self.dir) != files {
+            write_atomic(self.dir, &files).map_err(KeptError::Other)?;
+        }
+        let due = if immutable {
+            "never".to_owned()
+        } else {
+            (unix_now() + RESYNC_SECONDS).to_string()
+        };
+        std::fs::write(&due_file, due)
+            .map_err(write_err(&due_file))
+            .map_err(KeptError::Other)
+    }
+}
+
 /// Makes every volume of the pod exist on the host; returns where each one is, by name.
 pub async fn prepare(
     client: &kube::Client,
@@ -348,47 +450,32 @@ pub async fn prepare(
             out.insert(v.name.clone(), path);
         } else if let Some(cm) = &v.config_map {
             let dir = base.join("kubernetes.io~configmap").join(&v.name);
-            if !dir.exists() {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &r.namespace);
-                let found = api.get_opt(&cm.name).await.map_err(api_err)?;
-                let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-                if let Some(found) = found {
-                    for (k, s) in found.data.unwrap_or_default() {
-                        files.insert(k, s.into_bytes());
-                    }
-                    for (k, b) in found.binary_data.unwrap_or_default() {
-                        files.insert(k, b.0);
-                    }
-                } else if !cm.optional.unwrap_or(false) {
-                    return Err(Error::Missing {
-                        pod: r.key(),
-                        what: format!("configmap {:?}", cm.name),
-                    });
-                }
-                let items = cm.items.clone().unwrap_or_default();
-                write_files(&dir, &files, &items, cm.default_mode)?;
-            }
+            let kept = Kept {
+                pod: &r,
+                dir: &dir,
+                what: format!("configmap {:?}", cm.name),
+                optional: cm.optional.unwrap_or(false),
+                items: cm.items.as_deref().unwrap_or_default(),
+                mode: cm.default_mode,
+            };
+            kept.sync(config_map_data(client, &r.namespace, &cm.name))
+                .await
+                .map_err(|e| e.into_error(api_err))?;
             out.insert(v.name.clone(), dir);
         } else if let Some(sec) = &v.secret {
             let dir = base.join("kubernetes.io~secret").join(&v.name);
-            if !dir.exists() {
-                let name = sec.secret_name.clone().unwrap_or_default();
-                let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
-                let found = api.get_opt(&name).await.map_err(api_err)?;
-                let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-                if let Some(found) = found {
-                    for (k, b) in found.data.unwrap_or_default() {
-                        files.insert(k, b.0);
-                    }
-                } else if !sec.optional.unwrap_or(false) {
-                    return Err(Error::Missing {
-                        pod: r.key(),
-                        what: format!("secret {name:?}"),
-                    });
-                }
-                let items = sec.items.clone().unwrap_or_default();
-                write_files(&dir, &files, &items, sec.default_mode)?;
-            }
+            let name = sec.secret_name.clone().unwrap_or_default();
+            let kept = Kept {
+                pod: &r,
+                dir: &dir,
+                what: format!("secret {name:?}"),
+                optional: sec.optional.unwrap_or(false),
+                items: sec.items.as_deref().unwrap_or_default(),
+                mode: sec.default_mode,
+            };
+            kept.sync(secret_data(client, &r.namespace, &name))
+                .await
+                .map_err(|e| e.into_error(api_err))?;
             out.insert(v.name.clone(), dir);
         } else if let Some(d) = &v.downward_api {
             let dir = base.join("kubernetes.io~downward-api").join(&v.name);
@@ -495,5 +582,58 @@ mod tests {
             !dir.join(first).exists(),
             "the previous generation is removed"
         );
+        files.remove("token");
+        write_atomic(&dir, &files).unwrap();
+        assert!(
+            std::fs::symlink_metadata(dir.join("token")).is_err(),
+            "a key that is gone loses its link"
+        );
+    }
+
+    #[tokio::test]
+    async fn config_map_volumes_follow_their_object_until_immutable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("kubernetes.io~configmap").join("conf");
+        let pod = PodRef {
+            namespace: "default".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        };
+        let kept = Kept {
+            pod: &pod,
+            dir: &dir,
+            what: "configmap \"c\"".into(),
+            optional: false,
+            items: &[],
+            mode: None,
+        };
+        let source = |v: &str, immutable: bool| {
+            let data = BTreeMap::from([("k".to_owned(), v.as_bytes().to_vec())]);
+            std::future::ready(Ok(Some((data, immutable))))
+        };
+        let read = || std::fs::read_to_string(dir.join("k")).unwrap();
+        kept.sync(source("one", false)).await.ok().unwrap();
+        assert_eq!(read(), "one");
+        // Not due yet: the object is not read again.
+        kept.sync(source("two", false)).await.ok().unwrap();
+        assert_eq!(read(), "one");
+        std::fs::write(kept.due_file(), "0").unwrap();
+        kept.sync(source("two", true)).await.ok().unwrap();
+        assert_eq!(read(), "two");
+        assert_eq!(std::fs::read_to_string(kept.due_file()).unwrap(), "never");
+        std::fs::write(kept.due_file(), "never").unwrap();
+        kept.sync(source("three", true)).await.ok().unwrap();
+        assert_eq!(read(), "two", "an immutable object is not read again");
+        // Missing before the first write: the pod waits.
+        let other = tmp.path().join("kubernetes.io~configmap").join("gone");
+        let missing = Kept {
+            dir: &other,
+            ..kept
+        };
+        let none = std::future::ready(Ok(None));
+        assert!(matches!(
+            missing.sync(none).await,
+            Err(KeptError::Other(Error::Missing { .. }))
+        ));
     }
 }

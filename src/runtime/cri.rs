@@ -360,6 +360,18 @@ impl Cri {
             .items)
     }
 
+    /// `ListContainerStats`: every container's CPU, memory and writable layer use.
+    pub async fn list_container_stats(&mut self) -> Result<Vec<cri::ContainerStats>, Error> {
+        let req = cri::ListContainerStatsRequest { filter: None };
+        Ok(self
+            .runtime
+            .list_container_stats(req)
+            .await
+            .map_err(cri_err("ListContainerStats"))?
+            .into_inner()
+            .stats)
+    }
+
     pub async fn list_containers(&mut self) -> Result<Vec<cri::Container>, Error> {
         self.list_containers_filtered(None).await
     }

@@ -6,15 +6,15 @@
 //! (`Connection: Upgrade`, for WebSocket or SPDY) is sent, and when the backend answers
 //! `101 Switching Protocols` the two connections are joined and copied byte for byte until
 //! either side closes. The hop never reads the upgraded bytes, so it needs no knowledge of the
-//! protocol inside. Leaves out HTTP/2 backends and request bodies (none of these requests has
-//! one).
+//! protocol inside. Leaves out HTTP/2 backends; a request body (`nodes/proxy` may carry one) is
+//! read whole before it is sent on, not streamed.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -79,8 +79,8 @@ fn passed(name: &HeaderName) -> bool {
         || name.as_str().starts_with("impersonate-"))
 }
 
-/// Sends one request over `io` (already connected, TLS done) to `backend` and returns the
-/// response to give the client. On `101`, a task joins the client's upgraded connection
+/// Sends one request (with `body`, empty for most) over `io` (already connected, TLS done)
+/// to `backend` and returns the response to give the client. On `101`, a task joins the client's upgraded connection
 /// (`client`) to the backend's and copies bytes both ways until either side closes.
 pub async fn forward<IO>(
     io: IO,
@@ -88,6 +88,7 @@ pub async fn forward<IO>(
     method: Method,
     path: &str,
     headers: &HeaderMap,
+    body: Bytes,
     client: Option<OnUpgrade>,
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -112,7 +113,7 @@ where
         }
     }
     let req = req
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(body))
         .map_err(|source| ProxyError::Build {
             backend: backend.to_owned(),
             path: path.to_owned(),

@@ -19,8 +19,18 @@ pub(crate) const NODE: &str = "kl-node";
 pub(crate) const POD_CIDR: &str = "10.88.77.0/24";
 
 /// Starts `klab kubelet` with its :10250 server on `port`, clients checked against the
-/// cluster's CA.
+/// cluster's CA and every request authorized by the API server, as `klab up` and kubeadm run
+/// it (unless `extra` names an --authorization-mode).
 pub(crate) fn start_kubelet(c: &Cluster, root: &Path, port: u16, extra: &[&str]) -> Proc {
+    let locked = if extra.iter().any(|a| a.starts_with("--authorization-mode")) {
+        vec![]
+    } else {
+        vec![
+            "--anonymous-auth=false",
+            "--authentication-token-webhook",
+            "--authorization-mode=Webhook",
+        ]
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -36,12 +46,47 @@ pub(crate) fn start_kubelet(c: &Cluster, root: &Path, port: u16, extra: &[&str])
         .arg(format!("--port={port}"))
         .arg("--address=127.0.0.1")
         .arg(format!("--client-ca-file={}", c.path("ca.crt")))
+        .args(locked)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
     Proc(child)
+}
+
+/// Who calls the kubelet's server in a test.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    /// A client certificate of the cluster's CA, by user name.
+    Cert(&'a str),
+    /// A bearer token (the API server's --token-auth-file knows `s3cret` as tina).
+    Token(&'a str),
+    Nobody,
+}
+
+/// One request to the kubelet's server: the status code and the body.
+fn kubelet_call(port: u16, c: &Cluster, who: Caller, method: &str, path: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sSk", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    match who {
+        Caller::Cert(user) => {
+            let f = klab::apiserver::devpki::file_stem(user);
+            cmd.arg("--cert").arg(c.path(&format!("{f}.crt")));
+            cmd.arg("--key").arg(c.path(&format!("{f}.key")));
+        }
+        Caller::Token(t) => {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+        }
+        Caller::Nobody => {}
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// GET on the kubelet's server as the cluster's admin (or with no certificate).
@@ -63,6 +108,36 @@ fn kubelet_get(c: &Cluster, port: u16, path: &str, cert: bool) -> Option<String>
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The API server's flags for a service-account signing key pair made with openssl in `dir`,
+/// so that tokens can be requested (by the kubelet, or `kubectl create token`).
+fn sa_key_flags(dir: &Path) -> [String; 2] {
+    let (key, public) = (dir.join("sa.key"), dir.join("sa.pub"));
+    for args in [
+        vec![
+            "genrsa",
+            "-traditional",
+            "-out",
+            key.to_str().unwrap(),
+            "2048",
+        ],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ]
 }
 
 pub(crate) fn kubectl(c: &Cluster, args: &[&str]) -> String {
@@ -589,33 +664,8 @@ fn kubelet_runs_pods_on_real_containerd() {
         eprintln!("skipping: containernetworking-plugins not installed");
         return;
     }
-    // A signing key, so that the kubelet can request service-account tokens.
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = (keys.path().join("sa.key"), keys.path().join("sa.pub"));
-    for args in [
-        vec![
-            "genrsa",
-            "-traditional",
-            "-out",
-            key.to_str().unwrap(),
-            "2048",
-        ],
-        vec![
-            "rsa",
-            "-in",
-            key.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}");
-    }
-    let flags = [
-        format!("--service-account-signing-key-file={}", key.display()),
-        format!("--service-account-key-file={}", public.display()),
-    ];
+    let flags = sa_key_flags(keys.path());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
@@ -649,9 +699,40 @@ fn kubelet_simulated_runtime_and_static_pods() {
     if require("kubectl").is_none() || require("curl").is_none() {
         return;
     }
-    let Some(c) = Cluster::start(Backend::KlabStore, &[]) else {
+    let keys = tempfile::tempdir().unwrap();
+    let sa = sa_key_flags(keys.path());
+    let Some(c) = Cluster::start(
+        Backend::KlabStore,
+        &[
+            "--kubelet-client-certificate={dir}/kube-apiserver-kubelet-client.crt",
+            "--kubelet-client-key={dir}/kube-apiserver-kubelet-client.key",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            &sa[0],
+            &sa[1],
+        ],
+    ) else {
         return;
     };
+    // What kubeadm binds (and `klab up`): the API server's kubelet client may use kubelets'
+    // API; so may tina (a bearer token), to prove the TokenReview path.
+    for (name, user) in [
+        (
+            "kubeadm:apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+        ),
+        ("tina-kubelet-api", "tina"),
+    ] {
+        kubectl(
+            &c,
+            &[
+                "create",
+                "clusterrolebinding",
+                name,
+                "--clusterrole=system:kubelet-api-admin",
+                &format!("--user={user}"),
+            ],
+        );
+    }
     let root = c.dir.path().join("kubelet");
     let manifests = c.dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
@@ -673,7 +754,7 @@ fn kubelet_simulated_runtime_and_static_pods() {
     .unwrap();
     let config_flag = format!("--config={}", config.display());
     let port = crate::free_port();
-    let _kubelet = start_kubelet(&c, &root, port, &["--runtime=simulated", &config_flag]);
+    let kubelet = start_kubelet(&c, &root, port, &["--runtime=simulated", &config_flag]);
     let log = root.with_extension("log");
     let n = wait_for("node Ready", 60, &log, || node_ready(&c));
     assert_eq!(
@@ -700,20 +781,114 @@ fn kubelet_simulated_runtime_and_static_pods() {
     );
     assert!(st.get("podIP").is_none(), "no pod IP is invented: {st}");
 
-    // The :10250 server: client certificates signed by the cluster CA only.
+    // The :10250 server: who may call it is the API server's decision (Webhook).
     assert_eq!(
         kubelet_get(&c, port, "/healthz", true).as_deref(),
         Some("ok")
     );
-    assert_eq!(kubelet_get(&c, port, "/healthz", false), None);
-    let pods: Value = serde_json::from_str(&kubelet_get(&c, port, "/pods", true).unwrap()).unwrap();
-    assert!(
+    let has_sim = |list: &str| {
+        let pods: Value = serde_json::from_str(list).unwrap_or_default();
         pods["items"]
             .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["metadata"]["name"] == "sim"),
-        "{pods}"
+            .is_some_and(|a| a.iter().any(|p| p["metadata"]["name"] == "sim"))
+    };
+    assert!(has_sim(&kubelet_get(&c, port, "/pods", true).unwrap()));
+    // No credentials with --anonymous-auth=false: 401, upstream's body.
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Nobody, "GET", "/pods"),
+        (401, "Unauthorized".into())
+    );
+    // A certificate the cluster's CA signed, for a user without RBAC on nodes/proxy: 403.
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Cert("alice"), "GET", "/pods"),
+        (
+            403,
+            "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)".into()
+        )
+    );
+    let exec = "/exec/default/sim/c?command=id&output=1";
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Cert("alice"), "POST", exec),
+        (
+            403,
+            "Forbidden (user=alice, verb=create, resource=nodes, subresource=proxy)".into()
+        )
+    );
+    // A bearer token, reviewed by the API server (TokenReview), of a user bound to
+    // system:kubelet-api-admin; a token nobody issued is 401.
+    let (code, body) = kubelet_call(port, &c, Caller::Token("s3cret"), "GET", "/pods");
+    assert!(code == 200 && has_sim(&body), "{code} {body}");
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Token("forged"), "GET", "/pods"),
+        (401, "Unauthorized".into())
+    );
+    // A service account's token is reviewed too: known, and without RBAC, refused.
+    kubectl(&c, &["create", "serviceaccount", "watcher"]);
+    let token = kubectl(&c, &["create", "token", "watcher"]);
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Token(token.trim()), "GET", "/pods"),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:watcher, verb=get, resource=nodes, subresource=proxy)".into()
+        )
+    );
+    // Through the API server: nodes/proxy, sent on with the API server's kubelet client
+    // certificate, which the kubelet lets in by asking the API server in turn.
+    let raw = format!("/api/v1/nodes/{NODE}/proxy/pods");
+    assert!(has_sim(&kubectl(&c, &["get", "--raw", &raw])));
+    // Any method goes on, and the kubelet's answer comes back as it is (its status and body).
+    assert_eq!(
+        c.curl(Some("admin"), "POST", &raw, "text/plain", Some(b"x")),
+        (405, "only GET is served\n".into())
+    );
+    // /stats/summary: the node's figures are real; the simulated pod is listed without any,
+    // and the summary says why. Its own subresource: nodes/stats.
+    let summary: Value = serde_json::from_str(&kubectl(
+        &c,
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE);
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["fs"]["capacityBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    let sim = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "sim")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(sim.get("memory").is_none(), "{sim}");
+    assert!(summary["klabNote"].as_str().unwrap().contains("simulated"));
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Cert("alice"), "GET", "/stats/summary"),
+        (
+            403,
+            "Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into()
+        )
+    );
+    let out = c.kubectl_with(
+        Path::new("kubectl"),
+        &["--context=alice", "get", "--raw", &raw],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "User \"alice\" cannot get resource \"nodes/proxy\" in API group \"\" at the cluster scope"
+        ),
+        "{out:?}"
     );
 
     // The static pod is mirrored into the API, and an edited manifest replaces it.
@@ -754,4 +929,26 @@ fn kubelet_simulated_runtime_and_static_pods() {
     wait_for("sim removed from the API", 60, &log, || {
         get(&c, "pod/sim").is_none().then_some(())
     });
+
+    // --authorization-mode=AlwaysAllow is still there: any authenticated caller gets in.
+    drop(kubelet);
+    let _open = start_kubelet(
+        &c,
+        &root,
+        port,
+        &[
+            "--runtime=simulated",
+            "--authorization-mode=AlwaysAllow",
+            "--anonymous-auth=false",
+        ],
+    );
+    let (code, _) = wait_for("the AlwaysAllow kubelet answering", 60, &log, || {
+        let r = kubelet_call(port, &c, Caller::Cert("alice"), "GET", "/pods");
+        (r.0 != 0).then_some(r)
+    });
+    assert_eq!(code, 200);
+    assert_eq!(
+        kubelet_call(port, &c, Caller::Nobody, "GET", "/pods").0,
+        401
+    );
 }

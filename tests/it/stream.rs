@@ -14,8 +14,11 @@ use klab::runtime::containerd::{Config, Containerd};
 use klab::runtime::{cni, images};
 
 use crate::apiserver::harness::{Backend, Cluster, require, text};
+use serde_json::Value;
+
 use crate::kubelet::{
-    POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of, wait_for,
+    NODE, POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of,
+    wait_for,
 };
 
 const TALK: &str = r#"apiVersion: v1
@@ -32,6 +35,41 @@ spec:
   - name: side
     image: busybox
     command: ["sh", "-c", "echo from the side; exec sleep 3600"]
+"#;
+
+/// A pod reading a ConfigMap (whole, and one key by subPath) and a Secret from volumes.
+const VOLUMES: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greeting
+data:
+  message: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: word
+stringData:
+  password: first
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: kl-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: conf, mountPath: /etc/greeting}
+    - {name: conf, mountPath: /etc/message, subPath: message}
+    - {name: word, mountPath: /etc/word}
+  volumes:
+  - {name: conf, configMap: {name: greeting}}
+  - {name: word, secret: {secretName: word}}
 "#;
 
 /// A pod for `kubectl attach` (its container reads stdin) and one for `port-forward`.
@@ -174,9 +212,20 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         format!("--tls-cert-file={}", c.path("apiserver.crt")),
         format!("--tls-private-key-file={}", c.path("apiserver.key")),
     ];
+    kubectl(
+        c,
+        &[
+            "create",
+            "clusterrolebinding",
+            "kubeadm:apiserver-kubelet-client",
+            "--clusterrole=system:kubelet-api-admin",
+            "--user=kube-apiserver-kubelet-client",
+        ],
+    );
     let kubelet = start_kubelet(c, root, port, &[&endpoint, &serving[0], &serving[1]]);
     wait_for("node Ready", 60, &log, || node_ready(c));
     apply(c, "talk", TALK);
+    apply(c, "volumes", VOLUMES);
     apply(c, "again", AGAIN);
     apply(c, "chat", CHAT_AND_WEB);
     wait_for("talk Running", 60, &log, || {
@@ -196,6 +245,71 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         );
     }
     let mut t = String::new();
+
+    // /stats/summary through nodes/proxy: the running busybox pod with its containers' memory
+    // and CPU, from containerd's ListContainerStats.
+    let raw = format!("/api/v1/nodes/{NODE}/proxy/stats/summary");
+    let summary: Value = serde_json::from_str(&kubectl(c, &["get", "--raw", &raw])).unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE, "{summary}");
+    let talk = summary["pods"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "talk"))
+        .unwrap_or_else(|| panic!("talk is not in {summary}"));
+    assert!(
+        talk["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{talk}"
+    );
+    let names: Vec<&str> = talk["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["memory"]["workingSetBytes"].as_u64() > Some(0))
+        .filter(|c| c["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0))
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"c") && names.contains(&"side"), "{talk}");
+    assert!(summary.get("klabNote").is_none(), "{summary}");
+
+    // ConfigMap and Secret volumes follow their objects (the atomic writer swaps `..data`);
+    // a key mounted by subPath keeps the content the container started with, as upstream.
+    wait_for("reader Running", 60, &log, || {
+        status_of(c, "reader").filter(|s| s["phase"] == "Running")
+    });
+    let cat = |path: &str| kubectl(c, &["exec", "reader", "--", "cat", path]);
+    assert_eq!(cat("/etc/greeting/message"), "hello");
+    assert_eq!(cat("/etc/message"), "hello");
+    assert_eq!(cat("/etc/word/password"), "first");
+    kubectl(
+        c,
+        &[
+            "patch",
+            "configmap",
+            "greeting",
+            "-p",
+            r#"{"data":{"message":"bonjour"}}"#,
+        ],
+    );
+    kubectl(
+        c,
+        &[
+            "patch",
+            "secret",
+            "word",
+            "-p",
+            r#"{"data":{"password":"c2Vjb25k"}}"#,
+        ],
+    );
+    wait_for("the new ConfigMap value in the pod", 60, &log, || {
+        (cat("/etc/greeting/message") == "bonjour").then_some(())
+    });
+    wait_for("the new Secret value in the pod", 60, &log, || {
+        (cat("/etc/word/password") == "second").then_some(())
+    });
+    assert_eq!(
+        cat("/etc/message"),
+        "hello",
+        "subPath mounts are not updated"
+    );
 
     // Logs, through the API server to the kubelet's /containerLogs.
     for (shown, args) in [
@@ -594,8 +708,10 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
     let Some(cluster) = Cluster::start(
         Backend::KlabStore,
         &[
-            "--kubelet-client-certificate={dir}/admin.crt",
-            "--kubelet-client-key={dir}/admin.key",
+            // kubeadm's identity, allowed by the kubelet's SubjectAccessReviews through
+            // the binding the scenario creates, as `klab up` does.
+            "--kubelet-client-certificate={dir}/kube-apiserver-kubelet-client.crt",
+            "--kubelet-client-key={dir}/kube-apiserver-kubelet-client.key",
             // The node's name (kl-node) does not resolve here: its InternalIP does the job.
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             // The kubelet serves a certificate from the cluster's CA (for 127.0.0.1).

@@ -1211,6 +1211,13 @@ static KUBELET_FLAGS: &[Flag] = &[
         security: Some("true lets unauthenticated requests in as system:anonymous"),
     },
     Flag {
+        name: "authentication-token-webhook",
+        boolean: true,
+        default: Some("false"),
+        meaning: "Lets callers of the kubelet's API authenticate with a bearer token (a service account's, say), which the kubelet checks by sending a TokenReview to the API server. kubeadm's config file sets it to true.",
+        security: None,
+    },
+    Flag {
         name: "authorization-mode",
         boolean: false,
         default: Some("AlwaysAllow"),

@@ -127,6 +127,11 @@ impl Cluster {
                     user: "system:node:n1",
                     groups: &["system:nodes"],
                 },
+                // The API server's identity towards kubelets, as kubeadm names it.
+                Client {
+                    user: "kube-apiserver-kubelet-client",
+                    groups: &[],
+                },
             ],
         )
         .unwrap();
