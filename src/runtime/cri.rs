@@ -350,14 +350,7 @@ impl Cri {
     }
 
     pub async fn list_pod_sandboxes(&mut self) -> Result<Vec<cri::PodSandbox>, Error> {
-        let req = cri::ListPodSandboxRequest { filter: None };
-        Ok(self
-            .runtime
-            .list_pod_sandbox(req)
-            .await
-            .map_err(cri_err("ListPodSandbox"))?
-            .into_inner()
-            .items)
+        self.list_pod_sandboxes_filtered(None).await
     }
 
     /// `ListContainerStats`: every container's CPU, memory and writable layer use.
@@ -386,9 +379,14 @@ impl Cri {
             label_selector: [(key.to_owned(), value.to_owned())].into(),
             ..Default::default()
         };
-        let req = cri::ListPodSandboxRequest {
-            filter: Some(filter),
-        };
+        self.list_pod_sandboxes_filtered(Some(filter)).await
+    }
+
+    async fn list_pod_sandboxes_filtered(
+        &mut self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>, Error> {
+        let req = cri::ListPodSandboxRequest { filter };
         Ok(self
             .runtime
             .list_pod_sandbox(req)
