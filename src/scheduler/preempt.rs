@@ -16,10 +16,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::decide::{Nominated, filter_node, fit_error_message, nominated_node};
+use super::decide::{Nominated, PreFilters, filter_node, fit_error_message, nominated_node};
 use super::filter::Rejection;
 use super::node_info::{NodeInfo, PodRequests};
-use super::spread;
 
 /// A node whose filters failed in a way evicting pods cannot change (taints, affinity…).
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
@@ -121,7 +120,7 @@ pub fn select_victims(
     key: &str,
     r: &PodRequests,
     n: &NodeInfo,
-    spread: &spread::PreFilter,
+    pre: &PreFilters,
     nominated: &Nominated,
 ) -> Verdict {
     let mut potential: Vec<(String, PodRequests)> = n
@@ -133,22 +132,22 @@ pub fn select_victims(
     if potential.is_empty() {
         return Verdict::NotHelpful(vec![NO_VICTIMS.into()]);
     }
-    let (mut node, mut spread) = (n.clone(), spread.clone());
+    let (mut node, mut pre) = (n.clone(), pre.clone());
     for (k, p) in &potential {
         node.remove_pod(k);
-        spread.update(pod, &node, k, p, -1);
+        pre.update(pod, &node, k, p, -1);
     }
-    if let Err(rej) = filter_node(pod, key, r, &node, &spread, nominated) {
+    if let Err(rej) = filter_node(pod, key, r, &node, &pre, nominated) {
         return Verdict::NotHelpful(rej.reasons);
     }
     potential.sort_by_key(|(_, p)| importance(p));
     let mut victims = Vec::new();
     for (k, p) in potential {
         node.add_pod(&k, &p);
-        spread.update(pod, &node, &k, &p, 1);
-        if filter_node(pod, key, r, &node, &spread, nominated).is_err() {
+        pre.update(pod, &node, &k, &p, 1);
+        if filter_node(pod, key, r, &node, &pre, nominated).is_err() {
             node.remove_pod(&k);
-            spread.update(pod, &node, &k, &p, -1);
+            pre.update(pod, &node, &k, &p, -1);
             victims.push(Victim {
                 key: k,
                 priority: p.priority,
@@ -215,13 +214,13 @@ pub fn preempt(
         .filter(|n| rejection(n.name()).is_some_and(|rej| !rej.unresolvable))
         .count();
     let want = candidates_to_find(potential);
-    let spread = spread::PreFilter::new(pod, nodes);
+    let pre = PreFilters::new(pod, nodes);
     let mut out = Preemption::default();
     let mut found = 0;
     for n in nodes {
         let resolvable = rejection(n.name()).is_some_and(|rej| !rej.unresolvable);
         let verdict = if resolvable && found < want {
-            select_victims(pod, key, r, n, &spread, nominated)
+            select_victims(pod, key, r, n, &pre, nominated)
         } else {
             Verdict::NotHelpful(vec![NOT_HELPFUL.into()])
         };
