@@ -100,18 +100,22 @@ impl Terms {
         let a = affinity.and_then(|a| a.pod_affinity.as_ref());
         let anti = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
         Terms {
-            required_affinity: required(
-                a.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            required_anti: required(
-                anti.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            preferred_affinity: preferred(
-                a.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-            ),
-            preferred_anti: preferred(
-                anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-            ),
+            required_affinity: required(a.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            required_anti: required(anti.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_affinity: preferred(a.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti: preferred(anti.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
         }
     }
 }
@@ -236,7 +240,8 @@ impl PreFilter {
         }
         // The first pod of a group with affinity to itself: no pod anywhere matches, but the
         // pod matches its own terms, so it may start the group.
-        if !pods_exist && !(self.affinity.is_empty() && self.self_match) {
+        let first_of_its_group = self.affinity.is_empty() && self.self_match;
+        if !pods_exist && !first_of_its_group {
             return reject(AFFINITY_NOT_MATCH, true);
         }
         for t in &self.terms.required_anti {
@@ -506,10 +511,7 @@ mod tests {
         let mut t = term("cache", HOST);
         t["namespaceSelector"] = json!({});
         let p = pod("team-a", "p", "app", required("podAffinity", t));
-        assert_eq!(
-            verdicts(&PreFilter::new(&p, &nodes), &nodes),
-            [None, None]
-        );
+        assert_eq!(verdicts(&PreFilter::new(&p, &nodes), &nodes), [None, None]);
     }
 
     #[test]

@@ -545,6 +545,59 @@ preemption: 0/2 nodes are available: 1 No preemption victims found for incoming 
     }
 
     #[test]
+    fn evicting_pods_resolves_anti_affinity_but_not_a_missing_affinity_pod() {
+        let labelled = |name: &str| {
+            let n: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}},
+            }))
+            .unwrap();
+            NodeInfo::new(Arc::new(n))
+        };
+        let labelled_pod = |name: &str, app: &str, priority: i32| {
+            pod(
+                name,
+                "100m",
+                priority,
+                json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": app}}}),
+            )
+        };
+        let term = |app: &str| {
+            json!([{"labelSelector": {"matchLabels": {"app": app}},
+                    "topologyKey": "kubernetes.io/hostname"}])
+        };
+        // a: the cache (important) and a web pod of low priority; b: a web pod only.
+        let mut a = labelled("a");
+        for (name, app, prio) in [("cache", "cache", 1000), ("web-low", "web", 0)] {
+            a.add_pod(
+                &format!("default/{name}"),
+                &PodRequests::of(&labelled_pod(name, app, prio)),
+            );
+        }
+        let mut b = labelled("b");
+        b.add_pod(
+            "default/web-b",
+            &PodRequests::of(&labelled_pod("web-b", "web", 0)),
+        );
+        let mut incoming = labelled_pod("web-new", "web", 100);
+        incoming.spec.as_mut().unwrap().affinity = Some(
+            serde_json::from_value(json!({
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("cache")},
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("web")},
+            }))
+            .unwrap(),
+        );
+        let (message, nomination, victims) = unschedulable(&incoming, &[&a, &b]);
+        assert_eq!(
+            message,
+            "0/2 nodes are available: 1 node(s) didn't match pod affinity rules, \
+1 node(s) didn't match pod anti-affinity rules."
+        );
+        assert_eq!(victims, ["default/web-low"]);
+        assert_eq!(nomination, Nomination::Set("a".into()));
+    }
+
+    #[test]
     fn nominated_pods_hold_their_room_against_less_important_pods() {
         let a = node("a", "2", json!([]));
         let high = pod("high", "1500m", 100, json!({}));

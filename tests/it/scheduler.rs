@@ -735,7 +735,11 @@ fn required_anti_affinity_spreads_a_deployment_over_nodes_and_keeps_a_fourth_rep
     );
     let mut nodes = bound(&p);
     nodes.sort();
-    assert_eq!(nodes, ["node-1", "node-2", "node-3"], "one replica per node");
+    assert_eq!(
+        nodes,
+        ["node-1", "node-2", "node-3"],
+        "one replica per node"
+    );
     let k = |args: &[&str]| p.cluster.kubectl_with(&kubectl, args);
     ok(k(&["scale", "deployment", "web", "--replicas=4"]));
     let want = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
@@ -868,7 +872,7 @@ fn an_explained_inter_pod_affinity_decision() {
         },
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [app_term("web")]},
     });
-    let mut nodes = vec![
+    let mut nodes = [
         node("node-a", "zone-1"),
         node("node-b", "zone-1"),
         node("node-c", "zone-1"),
