@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use super::affinity;
 use super::filter::{self, Rejection};
 use super::node_info::{NodeInfo, PodRequests};
 use super::preempt::{self, Nomination, Preemption};
@@ -114,6 +115,35 @@ pub fn nominated_node(pod: &Pod, key: &str, nominated: &Nominated) -> Option<Str
         })
 }
 
+/// The PreFilter states of the plugins that count pods over every node: PodTopologySpread and
+/// InterPodAffinity.
+#[derive(Debug, Clone, Default)]
+pub struct PreFilters {
+    pub spread: spread::PreFilter,
+    pub affinity: affinity::PreFilter,
+}
+
+impl PreFilters {
+    pub fn new(pod: &Pod, nodes: &[&NodeInfo]) -> PreFilters {
+        PreFilters {
+            spread: spread::PreFilter::new(pod, nodes),
+            affinity: affinity::PreFilter::new(pod, nodes),
+        }
+    }
+
+    /// Another pod appears on (`delta` 1) or leaves (`delta` -1) node `n`.
+    pub fn update(&mut self, pod: &Pod, n: &NodeInfo, key: &str, other: &PodRequests, delta: i64) {
+        self.spread.update(pod, n, key, other, delta);
+        self.affinity.update(n, key, other, delta);
+    }
+
+    /// The filters that read the counts, in upstream's order.
+    pub fn filter(&self, n: &NodeInfo) -> Result<(), Rejection> {
+        self.spread.filter(n)?;
+        self.affinity.filter(n)
+    }
+}
+
 /// Runs the filters on one node as upstream's `RunFilterPluginsWithNominatedPods`: first with
 /// the other pods nominated to it that are at least as important counted as if bound there,
 /// then (when there were any) without them; the pod must pass both.
@@ -122,7 +152,7 @@ pub fn filter_node(
     key: &str,
     r: &PodRequests,
     n: &NodeInfo,
-    spread: &spread::PreFilter,
+    pre: &PreFilters,
     nominated: &Nominated,
 ) -> Result<(), Rejection> {
     let others: Vec<&(String, PodRequests)> = nominated
@@ -132,14 +162,14 @@ pub fn filter_node(
         .filter(|(k, p)| k != key && p.priority >= r.priority)
         .collect();
     if !others.is_empty() {
-        let (mut with, mut spread_with) = (n.clone(), spread.clone());
+        let (mut with, mut pre_with) = (n.clone(), pre.clone());
         for (k, p) in others {
             with.add_pod(k, p);
-            spread_with.update(pod, &with, k, p, 1);
+            pre_with.update(pod, &with, k, p, 1);
         }
-        filter::run(pod, r, &with).and_then(|()| spread_with.filter(&with))?;
+        filter::run(pod, r, &with).and_then(|()| pre_with.filter(&with))?;
     }
-    filter::run(pod, r, n).and_then(|()| spread.filter(n))
+    filter::run(pod, r, n).and_then(|()| pre.filter(n))
 }
 
 /// Runs one cycle. `explain` looks at every node instead of stopping early.
@@ -155,12 +185,12 @@ pub fn schedule(
     let key = key_of(pod);
     let all = nodes.len();
     let mut explanation = Explanation::default();
-    let spread = spread::PreFilter::new(pod, nodes);
+    let pre = PreFilters::new(pod, nodes);
     // A pod that preempted goes to its nominated node if it fits there now.
     if let Some(n) = nominated_node(pod, &key, nominated)
         .and_then(|want| nodes.iter().find(|n| n.name() == want))
     {
-        if filter_node(pod, &key, &r, n, &spread, nominated).is_ok() {
+        if filter_node(pod, &key, &r, n, &pre, nominated).is_ok() {
             let node = n.name().to_owned();
             explanation.filtered.push((node.clone(), None));
             explanation.selected = Some(node.clone());
@@ -181,7 +211,7 @@ pub fn schedule(
     while looked < all && feasible.len() < want {
         let n = nodes[(start + looked) % all];
         looked += 1;
-        match filter_node(pod, &key, &r, n, &spread, nominated) {
+        match filter_node(pod, &key, &r, n, &pre, nominated) {
             Ok(()) => {
                 feasible.push(n);
                 explanation.filtered.push((n.name().to_owned(), None));

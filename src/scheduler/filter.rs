@@ -2,9 +2,9 @@
 //!
 //! Mirrors `pkg/scheduler/framework/plugins` (NodeName, NodeUnschedulable, TaintToleration,
 //! NodeAffinity with nodeSelector, NodeResourcesFit on requests, NodePorts) and their reason
-//! strings, which the FailedScheduling message counts. PodTopologySpread needs every node's
-//! counts, so it lives in [`super::spread`] and runs last. Leaves out volume and inter-pod
-//! affinity plugins.
+//! strings, which the FailedScheduling message counts. PodTopologySpread and InterPodAffinity
+//! need every node's counts, so they live in [`super::spread`] and [`super::affinity`] and run
+//! last. Leaves out the volume plugins.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,7 @@ pub const FILTERS: &[&str] = &[
     "NodePorts",
     "NodeResourcesFit",
     "PodTopologySpread",
+    "InterPodAffinity",
 ];
 
 /// Runs every filter in upstream's order; the first that rejects the node decides.

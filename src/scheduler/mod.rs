@@ -8,8 +8,9 @@
 //! cycle that runs in the background ([`bind`]). Pending pods are tried in order of
 //! `spec.priority`; pods nominated to a node after preempting there hold their room against
 //! less important pods (upstream's nominator). Leaves out profiles and the configuration
-//! file, volume and inter-pod affinity plugins.
+//! file and the volume plugins.
 
+pub mod affinity;
 pub mod bind;
 pub mod decide;
 pub mod filter;

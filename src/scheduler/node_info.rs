@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Affinity, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::quantity;
@@ -43,6 +43,9 @@ pub struct PodRequests {
     pub host_ports: Vec<HostPort>,
     /// The pod's labels: what other pods' topology spread constraints count it by.
     pub labels: BTreeMap<String, String>,
+    /// The pod's podAffinity and podAntiAffinity, which InterPodAffinity weighs the incoming
+    /// pod against (`None` when it has neither).
+    pub pod_affinity: Option<Affinity>,
     /// `spec.priority` (0 when unset, as upstream's `PodPriority`).
     pub priority: i32,
     /// `status.startTime`: among victims of equal priority, the one started later goes first.
@@ -64,6 +67,15 @@ impl PodRequests {
         let status = pod.status.as_ref();
         let mut out = PodRequests {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
+            pod_affinity: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.affinity.as_ref())
+                .filter(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+                .map(|a| Affinity {
+                    node_affinity: None,
+                    ..a.clone()
+                }),
             priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
             start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
             preempted: pod.metadata.deletion_timestamp.is_some()

@@ -16,10 +16,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::decide::{Nominated, filter_node, fit_error_message, nominated_node};
+use super::decide::{Nominated, PreFilters, filter_node, fit_error_message, nominated_node};
 use super::filter::Rejection;
 use super::node_info::{NodeInfo, PodRequests};
-use super::spread;
 
 /// A node whose filters failed in a way evicting pods cannot change (taints, affinity…).
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
@@ -121,7 +120,7 @@ pub fn select_victims(
     key: &str,
     r: &PodRequests,
     n: &NodeInfo,
-    spread: &spread::PreFilter,
+    pre: &PreFilters,
     nominated: &Nominated,
 ) -> Verdict {
     let mut potential: Vec<(String, PodRequests)> = n
@@ -133,22 +132,22 @@ pub fn select_victims(
     if potential.is_empty() {
         return Verdict::NotHelpful(vec![NO_VICTIMS.into()]);
     }
-    let (mut node, mut spread) = (n.clone(), spread.clone());
+    let (mut node, mut pre) = (n.clone(), pre.clone());
     for (k, p) in &potential {
         node.remove_pod(k);
-        spread.update(pod, &node, k, p, -1);
+        pre.update(pod, &node, k, p, -1);
     }
-    if let Err(rej) = filter_node(pod, key, r, &node, &spread, nominated) {
+    if let Err(rej) = filter_node(pod, key, r, &node, &pre, nominated) {
         return Verdict::NotHelpful(rej.reasons);
     }
     potential.sort_by_key(|(_, p)| importance(p));
     let mut victims = Vec::new();
     for (k, p) in potential {
         node.add_pod(&k, &p);
-        spread.update(pod, &node, &k, &p, 1);
-        if filter_node(pod, key, r, &node, &spread, nominated).is_err() {
+        pre.update(pod, &node, &k, &p, 1);
+        if filter_node(pod, key, r, &node, &pre, nominated).is_err() {
             node.remove_pod(&k);
-            spread.update(pod, &node, &k, &p, -1);
+            pre.update(pod, &node, &k, &p, -1);
             victims.push(Victim {
                 key: k,
                 priority: p.priority,
@@ -215,13 +214,13 @@ pub fn preempt(
         .filter(|n| rejection(n.name()).is_some_and(|rej| !rej.unresolvable))
         .count();
     let want = candidates_to_find(potential);
-    let spread = spread::PreFilter::new(pod, nodes);
+    let pre = PreFilters::new(pod, nodes);
     let mut out = Preemption::default();
     let mut found = 0;
     for n in nodes {
         let resolvable = rejection(n.name()).is_some_and(|rej| !rej.unresolvable);
         let verdict = if resolvable && found < want {
-            select_victims(pod, key, r, n, &spread, nominated)
+            select_victims(pod, key, r, n, &pre, nominated)
         } else {
             Verdict::NotHelpful(vec![NOT_HELPFUL.into()])
         };
@@ -542,6 +541,59 @@ preemption: 0/2 nodes are available: 1 No preemption victims found for incoming 
         );
         // With either web pod back on a, a would hold 2 against b's 0.
         assert_eq!(victims, ["default/web-1", "default/web-2"]);
+        assert_eq!(nomination, Nomination::Set("a".into()));
+    }
+
+    #[test]
+    fn evicting_pods_resolves_anti_affinity_but_not_a_missing_affinity_pod() {
+        let labelled = |name: &str| {
+            let n: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}},
+            }))
+            .unwrap();
+            NodeInfo::new(Arc::new(n))
+        };
+        let labelled_pod = |name: &str, app: &str, priority: i32| {
+            pod(
+                name,
+                "100m",
+                priority,
+                json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": app}}}),
+            )
+        };
+        let term = |app: &str| {
+            json!([{"labelSelector": {"matchLabels": {"app": app}},
+                    "topologyKey": "kubernetes.io/hostname"}])
+        };
+        // a: the cache (important) and a web pod of low priority; b: a web pod only.
+        let mut a = labelled("a");
+        for (name, app, prio) in [("cache", "cache", 1000), ("web-low", "web", 0)] {
+            a.add_pod(
+                &format!("default/{name}"),
+                &PodRequests::of(&labelled_pod(name, app, prio)),
+            );
+        }
+        let mut b = labelled("b");
+        b.add_pod(
+            "default/web-b",
+            &PodRequests::of(&labelled_pod("web-b", "web", 0)),
+        );
+        let mut incoming = labelled_pod("web-new", "web", 100);
+        incoming.spec.as_mut().unwrap().affinity = Some(
+            serde_json::from_value(json!({
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("cache")},
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("web")},
+            }))
+            .unwrap(),
+        );
+        let (message, nomination, victims) = unschedulable(&incoming, &[&a, &b]);
+        assert_eq!(
+            message,
+            "0/2 nodes are available: 1 node(s) didn't match pod affinity rules, \
+1 node(s) didn't match pod anti-affinity rules."
+        );
+        assert_eq!(victims, ["default/web-low"]);
         assert_eq!(nomination, Nomination::Set("a".into()));
     }
 

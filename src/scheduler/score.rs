@@ -3,8 +3,9 @@
 //!
 //! Mirrors `pkg/scheduler/framework/plugins`: NodeResourcesFit with the LeastAllocated
 //! strategy (weight 1), NodeResourcesBalancedAllocation (1), TaintToleration (3),
-//! NodeAffinity's preferred terms (2) and PodTopologySpread (2, in [`super::spread`]),
-//! upstream's default weights. Leaves out ImageLocality and InterPodAffinity scoring.
+//! NodeAffinity's preferred terms (2), PodTopologySpread (2, in [`super::spread`]) and
+//! InterPodAffinity (2, in [`super::affinity`]), upstream's default weights. Leaves out
+//! ImageLocality.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -20,6 +21,7 @@ pub const SCORES: &[(&str, i64)] = &[
     ("TaintToleration", 3),
     ("NodeAffinity", 2),
     ("PodTopologySpread", 2),
+    ("InterPodAffinity", 2),
 ];
 
 /// Every plugin's normalized score (before weighting) for one node, and the weighted total.
@@ -137,6 +139,7 @@ pub fn run(pod: &Pod, r: &PodRequests, nodes: &[&NodeInfo], all: &[&NodeInfo]) -
     let affinity: Vec<i64> = nodes.iter().map(|n| preferred_affinity(pod, n)).collect();
     let (taints, affinity) = (normalize(&taints, true), normalize(&affinity, false));
     let spread = super::spread::score(pod, nodes, all);
+    let inter_pod = super::affinity::score(pod, nodes, all);
     nodes
         .iter()
         .enumerate()
@@ -147,6 +150,7 @@ pub fn run(pod: &Pod, r: &PodRequests, nodes: &[&NodeInfo], all: &[&NodeInfo]) -
                 ("TaintToleration", taints[i]),
                 ("NodeAffinity", affinity[i]),
                 ("PodTopologySpread", spread[i]),
+                ("InterPodAffinity", inter_pod[i]),
             ];
             let total = plugins
                 .iter()

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::filter::{Rejection, node_affinity, node_labels};
 use super::node_info::{NodeInfo, PodRequests};
@@ -27,7 +28,7 @@ pub const MISSING_LABEL: &str =
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// One requirement of a selector: key, operator, values.
-type Requirement = (String, String, Vec<String>);
+pub(super) type Requirement = (String, String, Vec<String>);
 
 /// A constraint made ready to count with: its selector merged with `matchLabelKeys`.
 #[derive(Debug, Clone)]
@@ -41,7 +42,8 @@ struct Constraint {
     self_match: bool,
 }
 
-fn matches(sel: &Option<Vec<Requirement>>, labels: &BTreeMap<String, String>) -> bool {
+/// Whether labels satisfy a selector; `None` matches nothing.
+pub(super) fn matches(sel: &Option<Vec<Requirement>>, labels: &BTreeMap<String, String>) -> bool {
     let Some(reqs) = sel else {
         return false;
     };
@@ -57,6 +59,24 @@ fn matches(sel: &Option<Vec<Requirement>>, labels: &BTreeMap<String, String>) ->
     })
 }
 
+/// A label selector as requirements (`matchLabels` as `In`); an empty one matches everything.
+pub(super) fn requirements(s: &LabelSelector) -> Vec<Requirement> {
+    let mut reqs: Vec<Requirement> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), "In".to_owned(), vec![v.clone()]))
+        .collect();
+    reqs.extend(s.match_expressions.iter().flatten().map(|r| {
+        (
+            r.key.clone(),
+            r.operator.clone(),
+            r.values.clone().unwrap_or_default(),
+        )
+    }));
+    reqs
+}
+
 fn constraints(pod: &Pod, when: &str) -> Vec<Constraint> {
     let own = pod.metadata.labels.clone().unwrap_or_default();
     let raw: &[TopologySpreadConstraint] = pod
@@ -68,19 +88,7 @@ fn constraints(pod: &Pod, when: &str) -> Vec<Constraint> {
         .filter(|c| c.when_unsatisfiable == when)
         .map(|c| {
             let selector = c.label_selector.as_ref().map(|s| {
-                let mut reqs: Vec<Requirement> = s
-                    .match_labels
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), "In".to_owned(), vec![v.clone()]))
-                    .collect();
-                reqs.extend(s.match_expressions.iter().flatten().map(|r| {
-                    (
-                        r.key.clone(),
-                        r.operator.clone(),
-                        r.values.clone().unwrap_or_default(),
-                    )
-                }));
+                let mut reqs = requirements(s);
                 // matchLabelKeys: the pod's own value of each key joins the selector.
                 for k in c.match_label_keys.iter().flatten() {
                     if let Some(v) = own.get(k) {

@@ -1,12 +1,13 @@
 //! kube-scheduler as a process against a real API server (klab-store underneath) with simulated
 //! nodes: upstream's FailedScheduling message, taints and tolerations, retry when a node
-//! arrives, topology spread constraints, and `--explain`.
+//! arrives, topology spread constraints, inter-pod affinity and anti-affinity, and `--explain`.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::json;
 
-use crate::sim::{Plane, eventually, node_of};
+use crate::apiserver::harness::{ok, require};
+use crate::sim::{Plane, eventually, live, node_of};
 
 fn pod(name: &str, cpu: &str, tolerations: serde_json::Value) -> serde_json::Value {
     json!({
@@ -671,4 +672,234 @@ fn preemption_policy_never_and_equal_priority_never_preempt() {
     assert!(holder.metadata.deletion_timestamp.is_none());
     assert_eq!(node_of(&holder).as_deref(), Some("node-1"));
     assert!(events(&p, "Preempted").is_empty());
+}
+
+/// A pod of `app` with this affinity (podAffinity and/or podAntiAffinity).
+fn affine(name: &str, app: &str, affinity: serde_json::Value) -> serde_json::Value {
+    let mut v = pod(name, "100m", json!([]));
+    v["metadata"]["namespace"] = json!("default");
+    v["metadata"]["labels"] = json!({ "app": app });
+    v["spec"]["affinity"] = affinity;
+    v
+}
+
+fn app_term(app: &str) -> serde_json::Value {
+    json!({"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"})
+}
+
+/// Where the live pods of `default` run, by name.
+fn placement(p: &Plane) -> std::collections::BTreeMap<String, Option<String>> {
+    live(&p.pods("default"))
+        .into_iter()
+        .map(|x| (x.metadata.name.clone().unwrap_or_default(), node_of(x)))
+        .collect()
+}
+
+/// Workshop case "spread replicas over nodes": a Deployment of 3 whose pods refuse to share a
+/// node takes one node each; a 4th replica has nowhere to go and says why in upstream's words.
+/// Real kubectl scales it and shows the result (`get pods -o wide`, `describe pod`).
+#[test]
+fn required_anti_affinity_spreads_a_deployment_over_nodes_and_keeps_a_fourth_replica_pending() {
+    let Some(kubectl) = require("kubectl") else {
+        return;
+    };
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1", "node-2", "node-3"], "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    let _cm = p.component(
+        "controller-manager",
+        "a",
+        &["--leader-elect=false", "--node-monitor-grace-period=1h"],
+    );
+    let template = affine(
+        "unused",
+        "web",
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [app_term("web")]}}),
+    );
+    p.apply_json(
+        "/apis/apps/v1/namespaces/default/deployments",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": template["spec"]}},
+        }),
+    );
+    let bound = |p: &Plane| placement(p).values().flatten().cloned().collect::<Vec<_>>();
+    assert!(
+        eventually(60, || bound(&p).len() == 3),
+        "{:?}\n{}",
+        placement(&p),
+        p.log("scheduler", "a")
+    );
+    let mut nodes = bound(&p);
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["node-1", "node-2", "node-3"],
+        "one replica per node"
+    );
+    let k = |args: &[&str]| p.cluster.kubectl_with(&kubectl, args);
+    ok(k(&["scale", "deployment", "web", "--replicas=4"]));
+    let want = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
+    assert!(
+        eventually(60, || events(&p, "FailedScheduling")
+            .iter()
+            .any(|e| e.message.as_deref() == Some(want))),
+        "{:?}\n{}",
+        events(&p, "FailedScheduling")
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>(),
+        p.log("scheduler", "a")
+    );
+    let pending: Vec<String> = placement(&p)
+        .into_iter()
+        .filter(|(_, n)| n.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(pending.len(), 1, "{:?}", placement(&p));
+    let wide = ok(k(&["get", "pods", "-o", "wide"]));
+    let lines: Vec<&str> = wide.lines().filter(|l| l.starts_with("web-")).collect();
+    assert_eq!(lines.len(), 4, "{wide}");
+    for node in ["node-1", "node-2", "node-3"] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(node)).count(),
+            1,
+            "{wide}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&pending[0]) && l.contains("Pending") && l.contains("<none>")),
+        "{wide}"
+    );
+    let described = ok(k(&["describe", "pod", &pending[0]]));
+    assert!(described.contains("FailedScheduling"), "{described}");
+    assert!(
+        described.contains("3 node(s) didn't match pod anti-affinity rules"),
+        "{described}"
+    );
+}
+
+/// Workshop cases "put the cache next to the app" (required podAffinity) and "spread when
+/// possible" (preferred podAntiAffinity, which gives way when every node is taken).
+#[test]
+fn required_affinity_joins_the_cache_and_preferred_anti_affinity_spreads_when_possible() {
+    let Some(p) = Plane::start() else { return };
+    p.nodes(&["node-1", "node-2", "node-3"], "4", "8Gi", json!([]));
+    p.kubelet();
+    let _s = p.component("scheduler", "a", &["--leader-elect=false"]);
+    p.apply_json(
+        "/api/v1/namespaces/default/pods",
+        affine("cache", "cache", json!(null)),
+    );
+    assert!(eventually(30, || get(&p, "cache")
+        .and_then(|x| node_of(&x))
+        .is_some()));
+    let cache_node = get(&p, "cache").and_then(|x| node_of(&x)).unwrap();
+    let near = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [app_term("cache")]}});
+    for i in 0..3 {
+        p.apply_json(
+            "/api/v1/namespaces/default/pods",
+            affine(&format!("app-{i}"), "app", near.clone()),
+        );
+    }
+    assert!(
+        eventually(30, || (0..3).all(|i| get(&p, &format!("app-{i}"))
+            .and_then(|x| node_of(&x))
+            .is_some())),
+        "{:?}\n{}",
+        placement(&p),
+        p.log("scheduler", "a")
+    );
+    for i in 0..3 {
+        let on = get(&p, &format!("app-{i}")).and_then(|x| node_of(&x));
+        assert_eq!(on.as_deref(), Some(cache_node.as_str()), "app-{i}");
+    }
+    // Preferred anti-affinity: three spread pods find three nodes; a fourth still runs.
+    let apart = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+        [{"weight": 100, "podAffinityTerm": app_term("spread")}]}});
+    for i in 0..4 {
+        p.apply_json(
+            "/api/v1/namespaces/default/pods",
+            affine(&format!("spread-{i}"), "spread", apart.clone()),
+        );
+        let name = format!("spread-{i}");
+        assert!(
+            eventually(30, || get(&p, &name).and_then(|x| node_of(&x)).is_some()),
+            "{name}: {:?}\n{}",
+            placement(&p),
+            p.log("scheduler", "a")
+        );
+    }
+    let on: Vec<String> = (0..3)
+        .filter_map(|i| get(&p, &format!("spread-{i}")).and_then(|x| node_of(&x)))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = on.iter().collect();
+    assert_eq!(distinct.len(), 3, "{on:?}");
+}
+
+/// The book's explained inter-pod affinity decision: a cache in zone-1, web pods that must
+/// run in a zone with a cache, never two on one node, and would rather share the cache's node.
+/// Four replicas are scheduled in turn; the fourth finds no room. In-process: the plugins are
+/// pure.
+#[test]
+fn an_explained_inter_pod_affinity_decision() {
+    use klab::scheduler::decide::{Nominated, Outcome, schedule};
+    use klab::scheduler::node_info::{NodeInfo, PodRequests};
+    use std::sync::Arc;
+
+    let node = |name: &str, zone: &str| {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                  "topology.kubernetes.io/zone": zone}},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}},
+        }))
+        .unwrap();
+        NodeInfo::new(Arc::new(n))
+    };
+    let web_affinity = json!({
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {"app": "cache"}},
+                "topologyKey": "topology.kubernetes.io/zone"}],
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 50, "podAffinityTerm": app_term("cache")}],
+        },
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [app_term("web")]},
+    });
+    let mut nodes = [
+        node("node-a", "zone-1"),
+        node("node-b", "zone-1"),
+        node("node-c", "zone-1"),
+        node("node-d", "zone-2"),
+    ];
+    let cache: Pod = serde_json::from_value(affine("cache", "cache", json!(null))).unwrap();
+    nodes[1].add_pod("default/cache", &PodRequests::of(&cache));
+    let mut text = Vec::new();
+    for name in ["web-1", "web-2", "web-3", "web-4"] {
+        let web: Pod = serde_json::from_value(affine(name, "web", web_affinity.clone())).unwrap();
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let d = schedule(&web, &refs, &Nominated::new(), 0, true, &mut |_| 0);
+        match d.outcome {
+            Outcome::Fits { node } => {
+                if name == "web-1" {
+                    text.extend(d.explanation.lines(&format!("default/{name}")));
+                }
+                let n = nodes.iter_mut().find(|n| n.name() == node).unwrap();
+                n.add_pod(&format!("default/{name}"), &PodRequests::of(&web));
+            }
+            Outcome::Unschedulable { message, .. } => {
+                assert_eq!(name, "web-4", "{message}");
+                text.extend(d.explanation.lines(&format!("default/{name}")));
+                text.push(format!("FailedScheduling: {message}"));
+            }
+        }
+    }
+    assert!(text.last().unwrap().starts_with("FailedScheduling"));
+    crate::snap!("scheduler_affinity_explain", text.join("\n"));
 }
