@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::harness::{Backend, Cluster, Proc, free_port, ok, require, text};
+use crate::stream::transcript;
 
 /// This host's address on its default route: what upstream lets the API server dial as a pod
 /// (not loopback). Connecting a UDP socket only chooses a route; nothing is sent.
@@ -156,7 +157,9 @@ fn pods_and_services_proxy() {
     // form of the name.
     let pods = "/api/v1/namespaces/default/pods";
     let svcs = "/api/v1/namespaces/default/services";
-    for (url, want) in [
+    // What the book shows: a transcript of some of the calls below.
+    let mut t = String::new();
+    for (i, (url, want)) in [
         (
             format!("{pods}/web:{port}/proxy/healthz?verbose=1&x=y"),
             "GET /healthz?verbose=1&x=y\n",
@@ -169,8 +172,15 @@ fn pods_and_services_proxy() {
         ),
         (format!("{svcs}/web:http/proxy/p"), "GET /p\n"),
         (format!("{svcs}/http:web:80/proxy/q?r=s"), "GET /q?r=s\n"),
-    ] {
-        assert_eq!(ok(raw(&[&url])), want, "{url}");
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = raw(&[&url]);
+        if i == 0 || i == 3 {
+            transcript(&mut t, &format!("kubectl get --raw '{url}'"), &out);
+        }
+        assert_eq!(ok(out), want, "{url}");
     }
 
     // kubectl proxy, and curl on its plain-HTTP port: methods and bodies pass, the bare
@@ -190,13 +200,14 @@ fn pods_and_services_proxy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let base = format!("http://127.0.0.1:{pport}");
+    let url = format!("{base}{svcs}/web:80/proxy/x%2Fy/?z=a%20b&z=%26");
     assert_eq!(
-        curl(
-            &format!("{base}{svcs}/web:80/proxy/x%2Fy/?z=a%20b&z=%26"),
-            &[]
-        ),
+        curl(&url, &[]),
         (200, "GET /x%2Fy/?z=a%20b&z=%26\n|200 ".into())
     );
+    t.push_str(&format!(
+        "$ kubectl proxy --port={pport} &\n$ curl -s '{url}'\nGET /x%2Fy/?z=a%20b&z=%26\n"
+    ));
     assert_eq!(
         curl(
             &format!("{base}{pods}/web:{port}/proxy/submit?k=v"),
@@ -245,9 +256,10 @@ fn pods_and_services_proxy() {
     drop(s);
 
     // Errors, as upstream's Status.
-    let err = |url: &str| {
+    let mut err = |url: &str| {
         let out = raw(&[url]);
         assert!(!out.status.success(), "{url}: {}", text(&out));
+        transcript(&mut t, &format!("kubectl get --raw '{url}'"), &out);
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     apply(
@@ -301,7 +313,13 @@ fn pods_and_services_proxy() {
     // RBAC asks for the subresource: alice may not, until the bootstrap `edit` role is bound.
     let alice = |url: &str| c.kubectl_with(k, &["--context=alice", "get", "--raw", url]);
     let url = format!("{pods}/web:{port}/proxy/hi");
-    let denied = text(&alice(&url));
+    let out = alice(&url);
+    transcript(
+        &mut t,
+        &format!("kubectl --context=alice get --raw '{url}'"),
+        &out,
+    );
+    let denied = text(&out);
     assert!(
         denied.contains(
             "User \"alice\" cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"default\""
@@ -325,4 +343,13 @@ fn pods_and_services_proxy() {
     ));
     assert_eq!(ok(alice(&url)), "GET /hi\n");
     assert_eq!(ok(alice(&format!("{svcs}/web:80/proxy/hi"))), "GET /hi\n");
+
+    // The addresses of this run replaced by a typical pod's, so the book's copy is stable.
+    let t = t
+        .replace(&format!("127.0.0.1:{pport}"), "127.0.0.1:8001")
+        .replace(&format!("--port={pport}"), "--port=8001")
+        .replace(&format!(":{closed_port}"), ":8081")
+        .replace(&format!(":{port}"), ":8080")
+        .replace(&ip.to_string(), "10.244.0.7");
+    crate::snap!("apiserver_pod_proxy", t);
 }
