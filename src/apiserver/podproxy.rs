@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
-use http::{Method, StatusCode};
+use http::Method;
 use rand::Rng;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -212,26 +212,21 @@ async fn service_location(ctx: &Ctx, id: &str) -> Result<Location, ApiError> {
 }
 
 /// A TLS client for `https:` backends: pods serve certificates of their own, which upstream's
-/// proxy transport does not verify either.
-fn insecure_tls() -> &'static TlsConnector {
-    static TLS: OnceLock<TlsConnector> = OnceLock::new();
+/// proxy transport does not verify either. Built once; `None` if rustls refused the
+/// configuration (it does not, with ring's defaults).
+fn insecure_tls() -> Option<&'static TlsConnector> {
+    static TLS: OnceLock<Option<TlsConnector>> = OnceLock::new();
     TLS.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-                    .with_no_client_auth()
-            })
-            .unwrap_or_else(|_| {
-                // ring supports the default versions; kept total rather than panicking.
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        TlsConnector::from(Arc::new(config))
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth();
+        Some(TlsConnector::from(Arc::new(config)))
     })
+    .as_ref()
 }
 
 /// The methods upstream's `ProxyREST` connects (`proxyMethods`).
@@ -280,7 +275,6 @@ pub(super) async fn serve(ctx: &Ctx) -> Result<Resp, ApiError> {
             to.push_str(&ctx.raw_query);
         }
         let mut resp = full(301, "text/html; charset=utf-8", Vec::new());
-        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
         if let Ok(v) = http::HeaderValue::from_str(&to) {
             resp.headers_mut().insert(http::header::LOCATION, v);
         }
@@ -309,6 +303,7 @@ pub(super) async fn serve(ctx: &Ctx) -> Result<Resp, ApiError> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| unreachable(format!("{host} is not a server name: {e}")))?;
         let tls = insecure_tls()
+            .ok_or_else(|| unreachable("no TLS configuration for https backends".to_owned()))?
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable(format!("tls handshake with {backend}: {e}")))?;

@@ -9,7 +9,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::harness::{Backend, Cluster, Proc, free_port, ok, require, text};
 use crate::stream::transcript;
@@ -28,8 +31,8 @@ fn host_ip() -> IpAddr {
 /// One connection of the test's server: the request line (method and target) and body echoed
 /// back as the response body, or, for `Connection: Upgrade`, a `101` and then every byte
 /// echoed until the client closes.
-fn answer(mut conn: TcpStream) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
+fn answer(conn: impl Read + Write) {
+    let mut r = BufReader::new(conn);
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
         return;
@@ -49,14 +52,16 @@ fn answer(mut conn: TcpStream) {
         }
     }
     if upgrade {
-        let _ = conn.write_all(
+        let _ = r.get_mut().write_all(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
         );
+        let _ = r.get_mut().flush();
         let mut buf = [0u8; 1024];
         while let Ok(n) = r.read(&mut buf) {
-            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+            if n == 0 || r.get_mut().write_all(&buf[..n]).is_err() {
                 break;
             }
+            let _ = r.get_mut().flush();
         }
         return;
     }
@@ -69,20 +74,44 @@ fn answer(mut conn: TcpStream) {
         parts.next().unwrap_or_default(),
         String::from_utf8_lossy(&body)
     );
+    let conn = r.get_mut();
     let _ = write!(
         conn,
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
         reply.len()
     );
+    let _ = conn.flush();
 }
 
-/// The test's backend: a tiny HTTP server on `ip`, answering until the test process ends.
-fn serve(ip: IpAddr) -> u16 {
+/// The test's backend: a tiny HTTP server on `ip`, answering until the test process ends;
+/// with `tls`, behind a self-signed certificate (as a pod serving https would be).
+fn serve(ip: IpAddr, tls: bool) -> u16 {
     let l = TcpListener::bind((ip, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
+    let config = tls.then(|| {
+        let ck = rcgen::generate_simple_self_signed(vec!["web".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    });
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
-            std::thread::spawn(move || answer(c));
+            let config = config.clone();
+            std::thread::spawn(move || match config {
+                Some(config) => {
+                    let Ok(server) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    answer(rustls::StreamOwned::new(server, c));
+                }
+                None => answer(c),
+            });
         }
     });
     port
@@ -119,7 +148,8 @@ fn pods_and_services_proxy() {
     let k = Path::new("kubectl");
     let raw = |args: &[&str]| c.kubectl_with(k, &[&["get", "--raw"][..], args].concat());
     let ip = host_ip();
-    let port = serve(ip);
+    let port = serve(ip, false);
+    let tls_port = serve(ip, true);
 
     // The pod declares the server's port and carries the host's address as its IP, as a
     // kubelet would write it.
@@ -148,7 +178,7 @@ fn pods_and_services_proxy() {
         &c,
         "svc",
         &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: web}}\nsubsets:\n- addresses: [{{ip: \"{ip}\", targetRef: {{kind: Pod, name: web, namespace: default}}}}]\n  ports: [{{name: http, port: {port}}}]\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: {port}}}, {{name: https, port: 443, targetPort: {tls_port}}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: web}}\nsubsets:\n- addresses: [{{ip: \"{ip}\", targetRef: {{kind: Pod, name: web, namespace: default}}}}]\n  ports: [{{name: http, port: {port}}}, {{name: https, port: {tls_port}}}]\n"
         ),
     );
 
@@ -172,6 +202,12 @@ fn pods_and_services_proxy() {
         ),
         (format!("{svcs}/web:http/proxy/p"), "GET /p\n"),
         (format!("{svcs}/http:web:80/proxy/q?r=s"), "GET /q?r=s\n"),
+        // https: the API server speaks TLS to the pod, not checking its certificate.
+        (
+            format!("{pods}/https:web:{tls_port}/proxy/secure?a=b"),
+            "GET /secure?a=b\n",
+        ),
+        (format!("{svcs}/https:web:443/proxy/s"), "GET /s\n"),
     ]
     .into_iter()
     .enumerate()
