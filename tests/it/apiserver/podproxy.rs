@@ -221,6 +221,15 @@ fn pods_and_services_proxy() {
 
     // kubectl proxy, and curl on its plain-HTTP port: methods and bodies pass, the bare
     // `…/proxy` redirects to `…/proxy/` as upstream, and an upgrade is joined.
+    // Every kubectl at hand (Debian's 1.20 too, from KLAB_KUBECTLS) reaches both.
+    for kc in super::kubectls() {
+        for sub in [format!("pods/web:{port}"), "services/web:80".to_owned()] {
+            let url = format!("/api/v1/namespaces/default/{sub}/proxy/v?k=1");
+            let out = c.kubectl_with(&kc, &["get", "--raw", &url]);
+            assert_eq!(ok(out), "GET /v?k=1\n", "{} {url}", kc.display());
+        }
+    }
+
     let pport = free_port();
     let child = Command::new("kubectl")
         .env("KUBECONFIG", &c.kubeconfig)
