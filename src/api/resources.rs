@@ -99,9 +99,9 @@ macro_rules! res {
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", ["ns"], false, STORED, [], ["status", "finalize"], "/registry/namespaces", false),
     res!("", "v1", "Node", "nodes", "node", ["no"], false, STORED, [], ["status", "proxy"], "/registry/minions", false),
-    res!("", "v1", "Pod", "pods", "pod", ["po"], true, STORED, ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward"], "/registry/pods", false),
+    res!("", "v1", "Pod", "pods", "pod", ["po"], true, STORED, ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"], "/registry/pods", false),
     res!("", "v1", "Binding", "bindings", "binding", [], true, CREATE_ONLY, [], [], "", false),
-    res!("", "v1", "Service", "services", "service", ["svc"], true, STORED, ["all"], ["status"], "/registry/services/specs", false),
+    res!("", "v1", "Service", "services", "service", ["svc"], true, STORED, ["all"], ["status", "proxy"], "/registry/services/specs", false),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", ["ep"], true, STORED, [], [], "/registry/services/endpoints", false),
     res!("", "v1", "ConfigMap", "configmaps", "configmap", ["cm"], true, STORED, [], [], "/registry/configmaps", false),
     res!("", "v1", "Secret", "secrets", "secret", [], true, STORED, [], [], "/registry/secrets", false),

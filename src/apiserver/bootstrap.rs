@@ -51,7 +51,9 @@ const WRITE: &[&str] = &[
 fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
     let all_ns = &[
         "pods",
+        "pods/proxy",
         "services",
+        "services/proxy",
         "endpoints",
         "configmaps",
         "secrets",

@@ -50,7 +50,11 @@ fn subresource(
         "log" => ("Pod", "", "", json!(["get"])),
         "exec" | "attach" | "portforward" => ("PodExecOptions", "", "", json!(["create", "get"])),
         "proxy" => (
-            "NodeProxyOptions",
+            match r.plural {
+                "pods" => "PodProxyOptions",
+                "services" => "ServiceProxyOptions",
+                _ => "NodeProxyOptions",
+            },
             "",
             "",
             json!(["create", "delete", "get", "patch", "update"]),

@@ -9,8 +9,9 @@
 //! requests (WebSocket or SPDY) pass through byte for byte, as upstream's
 //! `UpgradeAwareHandler`; klab has no `StreamTranslatorHandler`: its kubelet speaks WebSocket
 //! itself. `nodes/proxy` sends any request on to the node's kubelet (`kubectl get --raw
-//! /api/v1/nodes/N/proxy/stats/summary`). Leaves out `insecureSkipTLSVerifyBackend`,
-//! `pods/proxy`, `services/proxy` and the `node:port` form of node proxy names.
+//! /api/v1/nodes/N/proxy/stats/summary`). Leaves out `insecureSkipTLSVerifyBackend`
+//! and the `node:port` form of node proxy names; `pods/proxy` and `services/proxy`, which dial
+//! pods rather than kubelets, are [`super::podproxy`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub struct KubeletClient {
 /// Accepts any kubelet certificate: upstream's behaviour without
 /// `--kubelet-certificate-authority` (kubelets usually serve self-signed certificates).
 #[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+pub(super) struct Unverified(pub(super) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for Unverified {
     fn verify_server_cert(
@@ -262,6 +263,36 @@ async fn node_kubelet(ctx: &Ctx, node: String) -> Result<(String, String, u16), 
     Ok((node, address, port))
 }
 
+/// `address:port`, with an IPv6 address in brackets (Go's `net.JoinHostPort`).
+pub(super) fn host_port(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// A TCP connection to `backend` (`host:port`) within 10 s, or why not, worded as Go's net
+/// package words it (`dial tcp 10.0.0.5:80: connect: connection refused`), which is what
+/// upstream's messages show.
+pub(super) async fn dial_tcp(backend: &str) -> Result<tokio::net::TcpStream, String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(backend),
+    )
+    .await
+    .map_err(|_| format!("dial tcp {backend}: i/o timeout"))?
+    .map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_owned(),
+            _ => e.to_string(),
+        };
+        format!("dial tcp {backend}: {why}")
+    })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
 /// A TLS connection to the kubelet, authenticated with the API server's client certificate.
 async fn dial(
     ctx: &Ctx,
@@ -269,31 +300,13 @@ async fn dial(
     address: &str,
     port: u16,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
-    let backend = if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    };
+    let backend = host_port(address, port);
     let fail = |why: String| {
         ApiError::internal(format!(
             "error dialing backend: {why} (the kubelet of node {node}, from its status.addresses and status.daemonEndpoints; is it running?)"
         ))
     };
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&backend),
-    )
-    .await
-    .map_err(|_| fail(format!("dial tcp {backend}: i/o timeout")))?
-    .map_err(|e| {
-        // Worded as Go's net package words it, which is what upstream's message shows.
-        let why = match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_owned(),
-            _ => e.to_string(),
-        };
-        fail(format!("dial tcp {backend}: {why}"))
-    })?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = dial_tcp(&backend).await.map_err(fail)?;
     let kubelet = &ctx.state.kubelet;
     let name = if kubelet.verify {
         ServerName::try_from(address.to_owned())
@@ -467,14 +480,19 @@ pub(super) async fn stream(ctx: &Ctx, pods: &Resource, sub: &str) -> Result<Resp
     Err(kubelet_error(resp).await)
 }
 
+/// What follows `/{resource}/{name}/proxy` in a request's path, as sent: `/PATH`, or empty
+/// when the URL ends at `proxy`.
+pub(super) fn after_proxy<'a>(full: &'a str, resource: &str, name: &str) -> &'a str {
+    let marker = format!("/{resource}/{name}/proxy");
+    full.find(&marker)
+        .map(|i| &full[i + marker.len()..])
+        .unwrap_or_default()
+}
+
 /// The path and query a `nodes/NAME/proxy/PATH` request asks of the kubelet: `/PATH`
 /// (`/` when there is none), the query as sent.
 fn proxied_path(full: &str, node: &str, raw_query: &str) -> String {
-    let marker = format!("/nodes/{node}/proxy");
-    let rest = full
-        .find(&marker)
-        .map(|i| &full[i + marker.len()..])
-        .unwrap_or_default();
+    let rest = after_proxy(full, "nodes", node);
     let mut path = if rest.starts_with('/') {
         rest.to_owned()
     } else {

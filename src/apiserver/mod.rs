@@ -24,6 +24,7 @@ pub mod kubelet;
 pub mod list;
 pub mod openapi;
 pub mod patch;
+pub mod podproxy;
 pub mod protobuf;
 pub mod request;
 pub mod rest;

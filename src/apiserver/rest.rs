@@ -5,7 +5,8 @@
 //! handlers in `endpoints/handlers`. The verbs live beside this file: [`super::list`],
 //! [`super::watch`], [`super::write`] (create, update, patch), [`super::delete`] and
 //! [`super::subresources`] (token, eviction, binding, scale) and [`super::kubelet`] (log, exec,
-//! attach, portforward, proxied to the node's kubelet).
+//! attach, portforward, proxied to the node's kubelet) and [`super::podproxy`] (pods/proxy and
+//! services/proxy, the API server dialing a pod).
 
 use serde_json::{Value, json};
 
@@ -162,7 +163,10 @@ pub(super) async fn dispatch_to(ctx: Ctx, res: &'static Resource) -> Result<Resp
         return Err(ApiError::page_not_found());
     }
     if sub == "proxy" {
-        return super::kubelet::node_proxy(&ctx).await;
+        if res.plural == "nodes" {
+            return super::kubelet::node_proxy(&ctx).await;
+        }
+        return super::podproxy::serve(&ctx).await;
     }
     match (info.verb.as_str(), sub) {
         ("get", "" | "status") => get(&ctx, res).await,

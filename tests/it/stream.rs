@@ -197,7 +197,7 @@ fn kubectl_in(c: &Cluster, bin: &str, args: &[&str], stdin: &[u8]) -> Output {
 
 /// One transcript entry: the command line, then what kubectl wrote (stdout, then stderr),
 /// then a non-zero exit status.
-fn transcript(t: &mut String, shown: &str, out: &Output) {
+pub(crate) fn transcript(t: &mut String, shown: &str, out: &Output) {
     t.push_str(&format!("$ {shown}\n{}", text(out)));
     if let Some(code) = out.status.code().filter(|c| *c != 0) {
         t.push_str(&format!("(exit status {code})\n"));

@@ -8,6 +8,7 @@
 mod events;
 pub mod harness;
 mod openapi;
+mod podproxy;
 
 use std::io::Read;
 use std::path::PathBuf;
