@@ -1,5 +1,6 @@
 //! What kube-scheduler, kube-controller-manager and cloud-controller-manager share: leader
-//! election on a Lease, the /healthz and /metrics server, core/v1 Events, klog-style lines.
+//! election on a Lease, the /healthz and /metrics server, core/v1 Events, klog-style lines;
+//! and what kube-proxy and the DNS server share: their Service and EndpointSlice caches.
 //!
 //! Mirrors `k8s.io/client-go/tools/leaderelection`, `k8s.io/apiserver`'s secure serving for
 //! components, and `client-go/tools/record`. Each piece talks only to the API server.
@@ -7,6 +8,7 @@
 pub mod events;
 pub mod health;
 pub mod leader;
+pub mod services;
 
 use std::time::Duration;
 
