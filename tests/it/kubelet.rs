@@ -406,21 +406,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let token = lines.next().unwrap_or_default().to_owned();
     let rest: Vec<&str> = lines.collect();
     assert_eq!(rest.join("\n") + "\n", format!("{ca}read-only\n"));
-    let who = Command::new("kubectl")
-        .env("KUBECONFIG", "/dev/null")
-        .args([
-            "--server",
-            &c.url,
-            "--certificate-authority",
-            &c.path("ca.crt"),
-            "--token",
-            &token,
-            "auth",
-            "whoami",
-        ])
-        .output()
-        .unwrap();
-    let who = ok(who);
+    let who = ok(c.kubectl_token(&token, &["auth", "whoami"]));
     assert!(
         who.contains("system:serviceaccount:default:default"),
         "{who}"
