@@ -447,8 +447,6 @@ fn pod_log(cluster: &Cluster, port: u16) -> String {
 /// from `klab dns`, listening on the pod network's gateway.
 #[test]
 fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
-    use klab::runtime::containerd::{Config, Containerd};
-    use klab::runtime::{cni, images};
     for program in [
         "containerd",
         "runc",
@@ -462,49 +460,14 @@ fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
             return;
         }
     }
-    if !std::path::Path::new(cni::DEBIAN_PLUGIN_DIR)
-        .join("bridge")
-        .exists()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::cni_plugins() {
         return;
     }
     let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
         return;
     };
-    let _one = crate::containerd_host();
     let dir = cluster.dir.path().to_path_buf();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
-    images::preload(&containerd.config.socket(), &dir).unwrap();
-    let socket = containerd.config.socket();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pod_scenario(&cluster, &socket)
-    }));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        if let Ok(mut cri) = klab::runtime::cri::Cri::connect(&socket).await {
-            for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
-                let _ = cri.stop_pod_sandbox(&s.id).await;
-                let _ = cri.remove_pod_sandbox(&s.id).await;
-            }
-        }
-    });
-    drop(containerd);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    crate::with_containerd(&dir, POD_CIDR, |socket| pod_scenario(&cluster, socket));
 }
 
 fn pod_scenario(cluster: &Cluster, socket: &std::path::Path) {

@@ -58,6 +58,67 @@ pub struct ContainerdHost {
     _file: std::fs::File,
 }
 
+/// Whether the CNI plugins are installed (`false`: skip); under CI their absence fails the
+/// test, as [`require`] does for a program.
+pub fn cni_plugins() -> bool {
+    if Path::new(klab::runtime::cni::DEBIAN_PLUGIN_DIR)
+        .join("bridge")
+        .exists()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CNI plugins missing: .ci/run installs them"
+    );
+    eprintln!("skipping: containernetworking-plugins not installed");
+    false
+}
+
+/// Runs `scenario` with a containerd of its own in `dir` (the host's, see
+/// [`containerd_host`]): a bridge network for `pod_cidr`, the local images preloaded. Then it
+/// removes every sandbox and stops containerd, also when the scenario panics, and passes the
+/// panic on.
+pub fn with_containerd(dir: &Path, pod_cidr: &str, scenario: impl FnOnce(&Path)) {
+    let _one = containerd_host();
+    let containerd = start_containerd(dir, pod_cidr);
+    klab::runtime::images::preload(&containerd.config.socket(), dir).unwrap();
+    let socket = containerd.config.socket();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&socket)));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(clean(&socket));
+    drop(containerd);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Starts a containerd in `dir/containerd` with a bridge network for `pod_cidr` (its conflist
+/// in `dir/cni`). The caller holds [`containerd_host`].
+pub fn start_containerd(dir: &Path, pod_cidr: &str) -> klab::runtime::containerd::Containerd {
+    use klab::runtime::containerd::{Config, Containerd};
+    use klab::runtime::{cni, images};
+    let cni_conf = dir.join("cni");
+    cni::write_conflist(&cni_conf, pod_cidr).unwrap();
+    Containerd::start(Config {
+        dir: dir.join("containerd"),
+        sandbox_image: images::PAUSE.into(),
+        cni_conf_dir: cni_conf,
+        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
+    })
+    .unwrap()
+}
+
+/// Stops and removes every sandbox, so no shim outlives the test.
+async fn clean(socket: &Path) {
+    if let Ok(mut cri) = klab::runtime::cri::Cri::connect(socket).await {
+        for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
+            let _ = cri.stop_pod_sandbox(&s.id).await;
+            let _ = cri.remove_pod_sandbox(&s.id).await;
+        }
+    }
+}
+
 /// The fixed "now" of every snapshot: a week into the fixtures' validity.
 pub fn now() -> OffsetDateTime {
     time::macros::datetime!(2026-12-01 00:00:00 UTC)

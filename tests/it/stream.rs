@@ -10,15 +10,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use klab::runtime::containerd::{Config, Containerd};
-use klab::runtime::{cni, images};
-
 use crate::apiserver::harness::{Backend, Cluster, require, text};
 use serde_json::Value;
 
 use crate::kubelet::{
-    NODE, POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of,
-    wait_for,
+    NODE, POD_CIDR, apply, container, kubectl, node_ready, start_kubelet, status_of, wait_for,
 };
 
 const TALK: &str = r#"apiVersion: v1
@@ -697,12 +693,7 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
             return;
         }
     }
-    if !Path::new(cni::DEBIAN_PLUGIN_DIR).join("bridge").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::cni_plugins() {
         return;
     }
     let Some(cluster) = Cluster::start(
@@ -720,26 +711,8 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
     ) else {
         return;
     };
-    let _one = crate::containerd_host();
     let dir: PathBuf = cluster.dir.path().to_path_buf();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
-    images::preload(&containerd.config.socket(), &dir).unwrap();
-    let socket = containerd.config.socket();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&cluster, &dir.join("kubelet"), &socket)
-    }));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(clean(&socket));
-    drop(containerd);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    crate::with_containerd(&dir, POD_CIDR, |socket| {
+        scenario(&cluster, &dir.join("kubelet"), socket)
+    });
 }
