@@ -17,6 +17,16 @@ use crate::kubelet::{
     NODE, POD_CIDR, apply, container, kubectl, node_ready, start_kubelet, status_of, wait_for,
 };
 
+/// Asserts what a command printed on stdout, showing all it printed when that differs.
+fn assert_stdout(out: &Output, expected: &str) {
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "{}",
+        text(out)
+    );
+}
+
 const TALK: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -406,12 +416,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     // Exec over WebSocket (kubectl 1.32): without stdin, with stdin, an exit code.
     let shown = "kubectl exec talk -c c -- cat /etc/hostname";
     let out = k(&["exec", "talk", "-c", "c", "--", "cat", "/etc/hostname"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "talk\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "talk\n");
     transcript(&mut t, shown, &out);
     let out = kubectl_in(
         c,
@@ -419,12 +424,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         &["exec", "-i", "talk", "-c", "c", "--", "cat"],
         b"hi\n",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hi\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "hi\n");
     transcript(&mut t, "echo hi | kubectl exec -i talk -c c -- cat", &out);
     let out = kubectl_in(
         c,
@@ -524,24 +524,14 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             Path::new(&old),
             &["exec", "talk", "-c", "side", "--", "cat", "/etc/hostname"],
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "talk\n",
-            "{}",
-            text(&out)
-        );
+        assert_stdout(&out, "talk\n");
         let out = kubectl_in(
             c,
             &old,
             &["exec", "-i", "talk", "-c", "side", "--", "cat"],
             b"spdy\n",
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "spdy\n",
-            "{}",
-            text(&out)
-        );
+        assert_stdout(&out, "spdy\n");
         let out = c.kubectl_with(
             Path::new(&old),
             &["exec", "talk", "-c", "side", "--", "sh", "-c", "exit 4"],
@@ -602,12 +592,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let _ = pf.kill();
     let _ = pf.wait();
     drop(pf_out);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "web\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "web\n");
 
     // --previous: the log of the container before its restart.
     wait_for("again restarted and Running", 90, &log, || {
