@@ -447,20 +447,7 @@ fn pod_log(cluster: &Cluster, port: u16) -> String {
 /// from `klab dns`, listening on the pod network's gateway.
 #[test]
 fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "curl",
-    ] {
-        if crate::require(program).is_none() {
-            return;
-        }
-    }
-    if !crate::cni_plugins() {
+    if !crate::containerd_prerequisites(&["kubectl", "curl"]) {
         return;
     }
     let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {

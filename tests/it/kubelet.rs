@@ -616,20 +616,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
 
 #[test]
 fn kubelet_runs_pods_on_real_containerd() {
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "openssl",
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !crate::cni_plugins() {
+    if !crate::containerd_prerequisites(&["kubectl", "openssl"]) {
         return;
     }
     let keys = tempfile::tempdir().unwrap();

@@ -58,9 +58,20 @@ pub struct ContainerdHost {
     _file: std::fs::File,
 }
 
-/// Whether the CNI plugins are installed (`false`: skip); under CI their absence fails the
-/// test, as [`require`] does for a program.
-pub fn cni_plugins() -> bool {
+/// Whether this host can run pods on containerd (`false`: skip): containerd, runc, ctr,
+/// busybox and iptables, the programs in `also`, and the CNI plugins. Under CI anything
+/// missing fails the test, as [`require`] does.
+pub fn containerd_prerequisites(also: &[&str]) -> bool {
+    let programs = ["containerd", "runc", "ctr", "busybox", "iptables"];
+    programs
+        .iter()
+        .chain(also)
+        .all(|program| require(program).is_some())
+        && cni_plugins()
+}
+
+/// Whether the CNI plugins are installed; under CI their absence fails the test.
+fn cni_plugins() -> bool {
     if Path::new(klab::runtime::cni::DEBIAN_PLUGIN_DIR)
         .join("bridge")
         .exists()

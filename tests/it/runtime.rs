@@ -11,7 +11,7 @@ use k8s_cri::v1 as cri;
 use klab::runtime::cri::Cri;
 use klab::runtime::images;
 
-use crate::{klab, require, scratch};
+use crate::{klab, scratch};
 
 const POD_CIDR: &str = "10.88.77.0/24";
 
@@ -207,18 +207,7 @@ async fn clean(cri: &mut Cri) {
 
 #[test]
 fn a_pod_runs_on_real_containerd() {
-    for (program, _) in [
-        ("containerd", ""),
-        ("runc", ""),
-        ("ctr", ""),
-        ("busybox", ""),
-        ("iptables", ""),
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !crate::cni_plugins() {
+    if !crate::containerd_prerequisites(&[]) {
         return;
     }
     let _one = crate::containerd_host();

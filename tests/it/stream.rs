@@ -665,20 +665,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
 
 #[test]
 fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "curl",
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !crate::cni_plugins() {
+    if !crate::containerd_prerequisites(&["kubectl", "curl"]) {
         return;
     }
     let Some(cluster) = Cluster::start(
