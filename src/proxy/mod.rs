@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::api::duration;
 use crate::cli::{ProxyArgs, ProxyCommand};
 use crate::component::services;
 use apply::Iptables;
@@ -67,34 +68,8 @@ pub enum ProxyError {
     Write(#[source] std::io::Error),
 }
 
-/// Parses a Go duration such as `30s`, `1m30s` or `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        let n: f64 = rest[..digits].parse().ok()?;
-        let unit_end = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .map_or(rest.len(), |i| digits + i);
-        let secs = match &rest[digits..unit_end] {
-            "h" => n * 3600.0,
-            "m" => n * 60.0,
-            "s" => n,
-            "ms" => n / 1000.0,
-            _ => return None,
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Some(total)
-}
-
 fn duration_flag(flag: &'static str, value: &str) -> Result<Duration, ProxyError> {
-    parse_duration(value).ok_or_else(|| ProxyError::Flag {
+    duration::parse(value).ok_or_else(|| ProxyError::Flag {
         flag,
         value: value.to_owned(),
         hint: "give a duration such as 30s, 1m or 500ms",
