@@ -11,7 +11,7 @@ use klab::dns::records::Zone;
 use serde_json::json;
 
 use crate::apiserver::harness::{Backend, Cluster, Proc, ok};
-use crate::snap;
+use crate::{http_get, snap};
 
 /// A Service `ns/name` (or `name` in default).
 fn service(name: &str, spec: serde_json::Value) -> Service {
@@ -170,27 +170,6 @@ impl Dns {
             .map(str::to_owned)
             .collect()
     }
-}
-
-/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool, log: &std::path::Path) {

@@ -194,6 +194,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
 /// The klab binary under test.
 pub fn klab() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("klab").expect("klab binary");
