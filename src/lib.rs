@@ -32,7 +32,8 @@
 //! - [`cloud`]: cloud-controller-manager with the `local` provider (nodes, load balancers).
 //! - [`cluster`]: `klab up`/`down`/`status`: the PKI, kubeconfigs and static pod manifests
 //!   kubeadm writes, the node's daemons (containerd, kubelets), the add-ons.
-//! - [`component`]: what those three share: leader election, /healthz and /metrics, Events.
+//! - [`component`]: what those three share: leader election, /healthz and /metrics, Events;
+//!   the Service and EndpointSlice caches of kube-proxy and the DNS server; a Prometheus histogram.
 //! - [`stream`]: the streaming protocols of `kubectl logs -f`, `exec` and `attach`, shared by
 //!   the API server and the kubelet: an upgrade-aware proxy hop, RemoteCommand over
 //!   WebSocket, and a SPDY/3.1 client for the runtime's streaming server.

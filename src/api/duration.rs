@@ -1,4 +1,7 @@
-//! Durations the way Kubernetes prints them: apimachinery's `util/duration` (AGE, RESIDUAL TIME).
+//! Durations the way Kubernetes prints them: apimachinery's `util/duration` (AGE, RESIDUAL TIME);
+//! and duration flags read as Go's `time.ParseDuration` reads them.
+
+use std::time::Duration;
 
 /// `ShortHumanDuration`: one unit, as `kubeadm certs check-expiration` prints RESIDUAL TIME.
 ///
@@ -83,9 +86,48 @@ pub fn human(seconds: i64) -> String {
     format!("{}y", h / 24 / 365)
 }
 
+/// A duration flag as Go's `time.ParseDuration` reads it (`30s`, `1h30m`, `500ms`,
+/// fractions such as `1.5h`), for the units flags use (`h`, `m`, `s`, `ms`); `None` for
+/// anything else, including an empty string and a number without a unit.
+pub fn parse(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let n: f64 = rest[..digits].parse().ok()?;
+        let unit_end = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |i| digits + i);
+        let secs = match &rest[digits..unit_end] {
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            "s" => n,
+            "ms" => n / 1000.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[unit_end..];
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_reads_go_durations() {
+        assert_eq!(parse("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("5"), None);
+        assert_eq!(parse("5 minutes"), None);
+    }
 
     #[test]
     fn short_human_matches_upstream_units() {

@@ -20,10 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
@@ -32,6 +30,7 @@ use super::rest::fetch;
 use super::status::ApiError;
 use crate::api::resources::{self, Resource};
 use crate::cli::ApiserverArgs;
+use crate::pki::AnyServer;
 use crate::stream::proxy;
 use crate::stream::remotecommand::Options;
 
@@ -64,56 +63,6 @@ pub struct KubeletClient {
     tls: TlsConnector,
     verify: bool,
     preferred: Vec<String>,
-}
-
-/// Accepts any kubelet certificate: upstream's behaviour without
-/// `--kubelet-certificate-authority` (kubelets usually serve self-signed certificates).
-#[derive(Debug)]
-pub(super) struct Unverified(pub(super) Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 fn read_err<'a>(
@@ -153,9 +102,11 @@ impl KubeletClient {
                 .map_err(KubeletClientError::Verifier)?;
                 builder.with_webpki_verifier(v)
             }
+            // Upstream's behaviour without --kubelet-certificate-authority: kubelets usually
+            // serve self-signed certificates.
             None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
+                .with_custom_certificate_verifier(Arc::new(AnyServer::new(provider))),
         };
         let config = match (&args.kubelet_client_certificate, &args.kubelet_client_key) {
             (Some(crt), Some(key)) => {

@@ -25,10 +25,11 @@ use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
 use super::handler::{Ctx, Resp, full};
-use super::kubelet::{Unverified, after_proxy, dial_tcp, host_port};
+use super::kubelet::{after_proxy, dial_tcp, host_port};
 use super::rest::fetch;
 use super::status::ApiError;
 use crate::api::resources;
+use crate::pki::AnyServer;
 use crate::stream::proxy;
 
 /// Where a proxied request goes: `http` or `https`, and `host:port`.
@@ -222,7 +223,7 @@ fn insecure_tls() -> Option<&'static TlsConnector> {
             .with_safe_default_protocol_versions()
             .ok()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_custom_certificate_verifier(Arc::new(AnyServer::new(provider)))
             .with_no_client_auth();
         Some(TlsConnector::from(Arc::new(config)))
     })

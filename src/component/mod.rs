@@ -1,5 +1,7 @@
 //! What kube-scheduler, kube-controller-manager and cloud-controller-manager share: leader
-//! election on a Lease, the /healthz and /metrics server, core/v1 Events, klog-style lines.
+//! election on a Lease, the /healthz and /metrics server, core/v1 Events, klog-style lines;
+//! what kube-proxy and the DNS server share: their Service and EndpointSlice caches; and the
+//! Prometheus histogram that klab-store and kube-proxy export their latencies with.
 //!
 //! Mirrors `k8s.io/client-go/tools/leaderelection`, `k8s.io/apiserver`'s secure serving for
 //! components, and `client-go/tools/record`. Each piece talks only to the API server.
@@ -7,6 +9,8 @@
 pub mod events;
 pub mod health;
 pub mod leader;
+pub mod metrics;
+pub mod services;
 
 use std::time::Duration;
 

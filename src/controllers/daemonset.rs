@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use super::replicaset::{is_ready, pods_by_owner};
 use super::runner::{self, Expectations};
-use super::{RESYNC, controller_of, owner_ref};
+use super::{RESYNC, controller_of, owner_ref, pod_from_template};
 use crate::component::events::{Recorder, reference};
 use crate::component::{chain, log, namespace_terminating};
 use crate::scheduler::filter::{term_matches, tolerates};
@@ -124,34 +124,23 @@ fn name_requirement(node: &str) -> NodeSelectorRequirement {
 /// nowhere else. The template's own terms are dropped: the controller already checked that
 /// the node matches them.
 pub fn daemon_pod(ds: &DaemonSet, template: &PodTemplateSpec, node: &str) -> Pod {
-    let meta = template.metadata.clone().unwrap_or_default();
-    let mut spec = template.spec.clone().unwrap_or_default();
+    let mut pod = pod_from_template(ds, template);
     let required = NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
             match_fields: Some(vec![name_requirement(node)]),
             ..Default::default()
         }],
     };
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    let affinity = pod
+        .spec
+        .get_or_insert_default()
+        .affinity
+        .get_or_insert_with(Affinity::default);
     affinity
         .node_affinity
         .get_or_insert_with(NodeAffinity::default)
         .required_during_scheduling_ignored_during_execution = Some(required);
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}-",
-                ds.metadata.name.as_deref().unwrap_or_default()
-            )),
-            namespace: ds.metadata.namespace.clone(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            owner_references: Some(vec![owner_ref(ds)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod
 }
 
 /// The node a daemon pod is for (`GetTargetNodeName`): its `nodeName` once scheduled, before

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use crate::cli::ControllerManagerArgs;
 use crate::component::{self, ComponentError, health, log};
@@ -161,6 +162,31 @@ pub fn owner_ref<K: kube::Resource<DynamicType = ()>>(owner: &K) -> OwnerReferen
         uid: owner.meta().uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
+    }
+}
+
+/// A pod for `owner` made from its template (upstream's `GetPodFromTemplate`): named
+/// `<owner>-` plus a generated suffix, in the owner's namespace, with the template's labels,
+/// annotations and spec, and `owner` as its controller.
+pub fn pod_from_template<K: kube::Resource<DynamicType = ()>>(
+    owner: &K,
+    template: &PodTemplateSpec,
+) -> Pod {
+    let meta = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!(
+                "{}-",
+                owner.meta().name.as_deref().unwrap_or_default()
+            )),
+            namespace: owner.meta().namespace.clone(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: Some(vec![owner_ref(owner)]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
     }
 }
 

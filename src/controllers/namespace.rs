@@ -351,6 +351,16 @@ fn is_code(e: &kube::Error, codes: &[u16]) -> bool {
     matches!(e, kube::Error::Api(s) if codes.contains(&s.code))
 }
 
+/// A resource's items in the namespace; `None` when the resource cannot be listed (404, 405:
+/// gone from the server, or no list verb after all), which counts as nothing left.
+async fn list_present(api: &Api<DynamicObject>) -> Result<Option<Vec<DynamicObject>>, kube::Error> {
+    match api.list(&ListParams::default()).await {
+        Ok(l) => Ok(Some(l.items)),
+        Err(e) if is_code(&e, &[404, 405]) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Discovery as upstream's `ServerPreferredNamespacedResources`: the core version and each
 /// group's preferred version. A group that fails is left out and named in the error.
 async fn discover(client: &kube::Client) -> (Vec<APIResourceList>, Option<String>) {
@@ -559,16 +569,25 @@ impl Deleter {
         gvr: &Gvr,
         since: Duration,
     ) -> Result<Left, (Left, String)> {
-        let fail = |e: &kube::Error| (Left::default(), api_message(e));
-        let mut estimate = 0;
-        if gvr.group.is_empty() && gvr.resource == "pods" {
+        let estimate = if gvr.group.is_empty() && gvr.resource == "pods" {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let list = pods
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| fail(&e))?;
-            estimate = pod_estimate(&list.items, since);
-        }
+                .map_err(|e| (Left::default(), api_message(&e)))?;
+            pod_estimate(&list.items, since)
+        } else {
+            0
+        };
+        let fail = |e: &kube::Error| {
+            (
+                Left {
+                    estimate,
+                    ..Left::default()
+                },
+                api_message(e),
+            )
+        };
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), ns, &gvr.api_resource());
         let mut each = !gvr.deletecollection;
@@ -579,15 +598,7 @@ impl Deleter {
             {
                 Ok(_) => {}
                 Err(e) if is_code(&e, &[404, 405]) => each = true,
-                Err(e) => {
-                    return Err((
-                        Left {
-                            estimate,
-                            ..Left::default()
-                        },
-                        api_message(&e),
-                    ));
-                }
+                Err(e) => return Err(fail(&e)),
             }
         }
         if !gvr.list {
@@ -597,48 +608,20 @@ impl Deleter {
             });
         }
         if each {
-            let items = match api.list(&ListParams::default()).await {
-                Ok(l) => l.items,
-                Err(e) if is_code(&e, &[404, 405]) => return Ok(Left::default()),
-                Err(e) => {
-                    return Err((
-                        Left {
-                            estimate,
-                            ..Left::default()
-                        },
-                        api_message(&e),
-                    ));
-                }
+            let Some(items) = list_present(&api).await.map_err(|e| fail(&e))? else {
+                return Ok(Left::default());
             };
             for item in items {
                 let name = item.metadata.name.unwrap_or_default();
                 match api.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => {}
                     Err(e) if is_code(&e, &[404, 405]) => {}
-                    Err(e) => {
-                        return Err((
-                            Left {
-                                estimate,
-                                ..Left::default()
-                            },
-                            api_message(&e),
-                        ));
-                    }
+                    Err(e) => return Err(fail(&e)),
                 }
             }
         }
-        let items = match api.list(&ListParams::default()).await {
-            Ok(l) => l.items,
-            Err(e) if is_code(&e, &[404, 405]) => return Ok(Left::default()),
-            Err(e) => {
-                return Err((
-                    Left {
-                        estimate,
-                        ..Left::default()
-                    },
-                    api_message(&e),
-                ));
-            }
+        let Some(items) = list_present(&api).await.map_err(|e| fail(&e))? else {
+            return Ok(Left::default());
         };
         let mut finalizers: BTreeMap<String, usize> = BTreeMap::new();
         for item in &items {

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
@@ -23,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::daemonset::is_available;
 use super::runner::{self, Expectations};
-use super::{RESYNC, controller_of, owner_ref};
+use super::{RESYNC, controller_of, pod_from_template};
 use crate::component::events::{Recorder, reference};
 use crate::component::{chain, log, namespace_terminating};
 
@@ -80,25 +79,6 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<String>) {
         u8::from(is_ready(p)),
         std::cmp::Reverse(created),
     )
-}
-
-fn pod_from_template(rs: &ReplicaSet, t: &PodTemplateSpec) -> Pod {
-    let meta = t.metadata.clone().unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}-",
-                rs.metadata.name.as_deref().unwrap_or_default()
-            )),
-            namespace: rs.metadata.namespace.clone(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            owner_references: Some(vec![owner_ref(rs)]),
-            ..Default::default()
-        },
-        spec: t.spec.clone(),
-        status: None,
-    }
 }
 
 struct Controller {

@@ -18,14 +18,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::Notify;
-use tokio_stream::StreamExt;
 
 use crate::cli::{DnsArgs, DnsCommand};
+use crate::component::services;
 use records::Zone;
 use server::State;
 
@@ -156,43 +152,17 @@ pub fn run(args: DnsArgs, out: &mut dyn Write) -> Result<(), DnsError> {
 /// API's Services and EndpointSlices as they are now.
 async fn records_text(args: &DnsArgs) -> Result<String, DnsError> {
     let client = client(args.kubeconfig.as_deref()).await?;
-    let services = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
+    let (services, slices) = services::list(client)
         .await
-        .map_err(|source| DnsError::List {
-            what: "services",
-            source,
-        })?;
-    let slices = Api::<EndpointSlice>::all(client)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| DnsError::List {
-            what: "endpointslices",
-            source,
-        })?;
+        .map_err(|(what, source)| DnsError::List { what, source })?;
     Ok(Zone::build(
-        &services.items,
-        &slices.items,
+        &services,
+        &slices,
         &args.cluster_domain,
         args.ttl,
         now_serial(),
     )
     .listing())
-}
-
-/// Feeds a reflector's store and rings `changed` on every event.
-async fn drive<S, T, E>(stream: S, changed: Arc<Notify>, what: &'static str)
-where
-    S: tokio_stream::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            eprintln!("coredns: watching {what}: {e}");
-        }
-        changed.notify_one();
-    }
 }
 
 async fn bind_http(
@@ -279,41 +249,15 @@ async fn serve(args: &DnsArgs) -> Result<(), DnsError> {
     );
 
     let changed = Arc::new(Notify::new());
-    let (services, svc_writer) = reflector::store::<Service>();
-    let (slices, eps_writer) = reflector::store::<EndpointSlice>();
-    let svc_stream = reflector::reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    let eps_stream = reflector::reflector(
-        eps_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    tokio::spawn(drive(svc_stream, changed.clone(), "services"));
-    tokio::spawn(drive(eps_stream, changed.clone(), "endpointslices"));
+    let caches = services::Caches::start(client, changed.clone(), "coredns");
     // Until both watches have listed, the server stays unready (and keeps forwarding);
     // the watches retry with back-off, so this waits for the API server as long as it takes.
-    services
+    caches
         .wait_until_ready()
         .await
-        .map_err(|_| DnsError::Watch { what: "services" })?;
-    slices
-        .wait_until_ready()
-        .await
-        .map_err(|_| DnsError::Watch {
-            what: "endpointslices",
-        })?;
+        .map_err(|what| DnsError::Watch { what })?;
     loop {
-        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let eps: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        let (svcs, eps) = caches.snapshot();
         let zone = Zone::build(&svcs, &eps, &args.cluster_domain, args.ttl, now_serial());
         if !state.is_ready() {
             eprintln!(

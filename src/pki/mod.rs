@@ -2,8 +2,10 @@
 //! groups, the chain must end at `--client-ca-file`, and the key must fit the certificate.
 //!
 //! Mirrors what `openssl x509 -text`, `kubeadm certs` and client-go's cert utilities show,
-//! reduced to what a learner needs. Reading only; klab's PKI writer lives with `klab up`.
+//! reduced to what a learner needs. Reading only; klab's PKI writer lives with `klab up`. Also
+//! home of [`AnyServer`], the one TLS verifier that accepts any server certificate.
 
+mod any_server;
 mod key;
 
 use std::net::IpAddr;
@@ -15,6 +17,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
+pub use any_server::AnyServer;
 pub use key::PrivateKey;
 
 #[derive(Debug, thiserror::Error)]

@@ -16,28 +16,23 @@ use axum::routing::get;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::component::metrics::Histogram;
+
 /// The counters one kube-proxy keeps.
 #[derive(Debug)]
 pub struct Metrics {
     sync_period: Duration,
-    /// Upper bounds in seconds: upstream's 1 ms doubling fifteen times.
-    bounds: Vec<f64>,
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    total: AtomicU64,
+    /// Upstream's buckets: 1 ms doubling fifteen times.
+    sync_latency: Histogram,
     failures: AtomicU64,
     last_sync: Mutex<Option<SystemTime>>,
 }
 
 impl Metrics {
     pub fn new(sync_period: Duration) -> Self {
-        let bounds: Vec<f64> = (0..15).map(|i| 0.001 * f64::from(1u32 << i)).collect();
         Self {
             sync_period,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            bounds,
-            sum_micros: AtomicU64::new(0),
-            total: AtomicU64::new(0),
+            sync_latency: Histogram::doubling(0.001, 15),
             failures: AtomicU64::new(0),
             last_sync: Mutex::new(None),
         }
@@ -45,15 +40,7 @@ impl Metrics {
 
     /// Records a successful sync that took `d`.
     pub fn observe_sync(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.sync_latency.observe(d);
         if let Ok(mut last) = self.last_sync.lock() {
             *last = Some(SystemTime::now());
         }
@@ -69,22 +56,11 @@ impl Metrics {
 
     /// Prometheus text.
     pub fn render(&self) -> String {
-        let name = "kubeproxy_sync_proxy_rules_duration_seconds";
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP {name} SyncProxyRules latency in seconds\n# TYPE {name} histogram"
-        );
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let total = self.total.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+        self.sync_latency.render(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            &mut out,
         );
         let last = self
             .last_sync()

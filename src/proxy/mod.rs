@@ -17,14 +17,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::Notify;
-use tokio_stream::StreamExt;
 
+use crate::api::duration;
 use crate::cli::{ProxyArgs, ProxyCommand};
+use crate::component::services;
 use apply::Iptables;
 use metrics::Metrics;
 
@@ -71,34 +68,8 @@ pub enum ProxyError {
     Write(#[source] std::io::Error),
 }
 
-/// Parses a Go duration such as `30s`, `1m30s` or `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        let n: f64 = rest[..digits].parse().ok()?;
-        let unit_end = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .map_or(rest.len(), |i| digits + i);
-        let secs = match &rest[digits..unit_end] {
-            "h" => n * 3600.0,
-            "m" => n * 60.0,
-            "s" => n,
-            "ms" => n / 1000.0,
-            _ => return None,
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Some(total)
-}
-
 fn duration_flag(flag: &'static str, value: &str) -> Result<Duration, ProxyError> {
-    parse_duration(value).ok_or_else(|| ProxyError::Flag {
+    duration::parse(value).ok_or_else(|| ProxyError::Flag {
         flag,
         value: value.to_owned(),
         hint: "give a duration such as 30s, 1m or 500ms",
@@ -185,36 +156,10 @@ pub fn run(args: ProxyArgs, out: &mut dyn Write) -> Result<(), ProxyError> {
 /// What `klab proxy rules` prints: the restore input a first sync on a clean node applies.
 async fn rules_text(args: &ProxyArgs, config: &rules::Config) -> Result<String, ProxyError> {
     let client = client(args).await?;
-    let services = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
+    let (services, slices) = services::list(client)
         .await
-        .map_err(|source| ProxyError::List {
-            what: "services",
-            source,
-        })?;
-    let slices = Api::<EndpointSlice>::all(client)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| ProxyError::List {
-            what: "endpointslices",
-            source,
-        })?;
-    Ok(rules::generate(&services.items, &slices.items, config).restore_text(rules::JUMPS, &[]))
-}
-
-/// Feeds a reflector's store and rings `changed` on every event.
-async fn drive<S, T, E>(stream: S, changed: Arc<Notify>, what: &'static str)
-where
-    S: tokio_stream::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            eprintln!("kube-proxy: watching {what}: {e}");
-        }
-        changed.notify_one();
-    }
+        .map_err(|(what, source)| ProxyError::List { what, source })?;
+    Ok(rules::generate(&services, &slices, config).restore_text(rules::JUMPS, &[]))
 }
 
 async fn serve(
@@ -243,36 +188,11 @@ async fn serve(
     }
 
     let changed = Arc::new(Notify::new());
-    let (services, svc_writer) = reflector::store::<Service>();
-    let (slices, eps_writer) = reflector::store::<EndpointSlice>();
-    let svc_stream = reflector::reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    let eps_stream = reflector::reflector(
-        eps_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    tokio::spawn(drive(svc_stream, changed.clone(), "services"));
-    tokio::spawn(drive(eps_stream, changed.clone(), "endpointslices"));
-    services
+    let caches = services::Caches::start(client, changed.clone(), "kube-proxy");
+    caches
         .wait_until_ready()
         .await
-        .map_err(|_| ProxyError::Watch { what: "services" })?;
-    slices
-        .wait_until_ready()
-        .await
-        .map_err(|_| ProxyError::Watch {
-            what: "endpointslices",
-        })?;
+        .map_err(|what| ProxyError::Watch { what })?;
     eprintln!(
         "kube-proxy: node {}, iptables mode, syncing on change (at most every {:?}) and every {:?}",
         config.hostname, min_sync_period, sync_period
@@ -289,8 +209,7 @@ async fn serve(
         }
         let start = Instant::now();
         last = Some(start);
-        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let eps: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        let (svcs, eps) = caches.snapshot();
         let generated = rules::generate(&svcs, &eps, &config);
         let (ports, endpoints) = (generated.service_ports, generated.endpoints);
         let kind = if full { "full" } else { "partial" };

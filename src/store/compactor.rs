@@ -13,6 +13,7 @@ use etcd_client::proto::PbCompactionRequest;
 use super::apply::WriteRequest;
 use super::backend::Store;
 use super::error::StoreError;
+use crate::api::duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {flag} {value:?}: {hint}")]
@@ -29,32 +30,6 @@ pub enum Retention {
     Periodic(Duration),
     /// Keep this many revisions of history.
     Revisions(i64),
-}
-
-/// Parses a Go duration such as `5m`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        let n: f64 = rest[..digits].parse().ok()?;
-        let unit_end = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .map_or(rest.len(), |i| digits + i);
-        let secs = match &rest[digits..unit_end] {
-            "h" => n * 3600.0,
-            "m" => n * 60.0,
-            "s" => n,
-            "ms" => n / 1000.0,
-            _ => return None,
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Some(total)
 }
 
 /// Reads `--auto-compaction-mode` and `--auto-compaction-retention` as etcd does: in periodic
@@ -74,7 +49,7 @@ pub fn parse_retention(mode: &str, value: &str) -> Result<Option<Retention>, Par
     let d = match value.parse::<u64>() {
         Ok(hours) => Duration::from_secs(hours * 3600),
         Err(_) => {
-            parse_duration(value).ok_or_else(|| bad("use hours (\"1\") or a duration (\"5m\")"))?
+            duration::parse(value).ok_or_else(|| bad("use hours (\"1\") or a duration (\"5m\")"))?
         }
     };
     Ok((!d.is_zero()).then_some(Retention::Periodic(d)))
@@ -163,6 +138,5 @@ mod tests {
             parse_retention("revision", "1000").unwrap(),
             Some(Retention::Revisions(1000))
         );
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
     }
 }

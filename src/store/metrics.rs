@@ -4,57 +4,13 @@
 //! commit latency histograms, database size, current and compacted revision, leader presence.
 //! Leaves out everything else (gRPC counters, raft proposals, network).
 
+use crate::component::metrics::Histogram;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-/// A fixed-bucket histogram, as Prometheus' client keeps one.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Histogram {
-    /// etcd's buckets for disk latency: 1 ms doubling to about 8 s.
-    pub fn disk() -> Self {
-        let bounds: Vec<f64> = (0..14).map(|i| 0.001 * f64::from(1u32 << i)).collect();
-        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
-        Self {
-            bounds,
-            counts,
-            sum_micros: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let total = self.total.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
-        );
-    }
-}
+/// etcd's buckets for disk latency: 1 ms doubling to about 8 s.
+const DISK_BUCKET_START: f64 = 0.001;
+const DISK_BUCKETS: u32 = 14;
 
 /// Every metric the store exports.
 #[derive(Debug)]
@@ -69,8 +25,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            wal_fsync: Histogram::disk(),
-            backend_commit: Histogram::disk(),
+            wal_fsync: Histogram::doubling(DISK_BUCKET_START, DISK_BUCKETS),
+            backend_commit: Histogram::doubling(DISK_BUCKET_START, DISK_BUCKETS),
             db_size: AtomicU64::new(0),
             current_revision: AtomicU64::new(0),
             compact_revision: AtomicU64::new(0),
@@ -122,6 +78,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn histogram_is_cumulative() {

@@ -164,7 +164,7 @@ pub async fn start(args: &StoreArgs) -> Result<Running, ServeError> {
         compactor::parse_retention(&args.auto_compaction_mode, &args.auto_compaction_retention)?;
     let progress = match &args.experimental_watch_progress_notify_interval {
         None => super::grpc::watch::PROGRESS_INTERVAL,
-        Some(s) => compactor::parse_duration(s)
+        Some(s) => crate::api::duration::parse(s)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| ServeError::ParseProgressInterval(s.clone()))?,
     };

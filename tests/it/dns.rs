@@ -11,7 +11,7 @@ use klab::dns::records::Zone;
 use serde_json::json;
 
 use crate::apiserver::harness::{Backend, Cluster, Proc, ok};
-use crate::snap;
+use crate::{http_get, snap};
 
 /// A Service `ns/name` (or `name` in default).
 fn service(name: &str, spec: serde_json::Value) -> Service {
@@ -170,27 +170,6 @@ impl Dns {
             .map(str::to_owned)
             .collect()
     }
-}
-
-/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool, log: &std::path::Path) {
@@ -447,64 +426,14 @@ fn pod_log(cluster: &Cluster, port: u16) -> String {
 /// from `klab dns`, listening on the pod network's gateway.
 #[test]
 fn a_pod_on_real_containerd_resolves_a_service_through_klab_dns() {
-    use klab::runtime::containerd::{Config, Containerd};
-    use klab::runtime::{cni, images};
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "curl",
-    ] {
-        if crate::require(program).is_none() {
-            return;
-        }
-    }
-    if !std::path::Path::new(cni::DEBIAN_PLUGIN_DIR)
-        .join("bridge")
-        .exists()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::containerd_prerequisites(&["kubectl", "curl"]) {
         return;
     }
     let Some(cluster) = Cluster::start(Backend::KlabStore, &[]) else {
         return;
     };
-    let _one = crate::containerd_host();
     let dir = cluster.dir.path().to_path_buf();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
-    images::preload(&containerd.config.socket(), &dir).unwrap();
-    let socket = containerd.config.socket();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pod_scenario(&cluster, &socket)
-    }));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        if let Ok(mut cri) = klab::runtime::cri::Cri::connect(&socket).await {
-            for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
-                let _ = cri.stop_pod_sandbox(&s.id).await;
-                let _ = cri.remove_pod_sandbox(&s.id).await;
-            }
-        }
-    });
-    drop(containerd);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    crate::with_containerd(&dir, POD_CIDR, |socket| pod_scenario(&cluster, socket));
 }
 
 fn pod_scenario(cluster: &Cluster, socket: &std::path::Path) {

@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use klab::runtime::containerd::{Config, Containerd};
-use klab::runtime::cri::Cri;
-use klab::runtime::{cni, images};
 use serde_json::Value;
 
 use crate::apiserver::harness::{Backend, Cluster, Proc, ok, require};
@@ -406,21 +403,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let token = lines.next().unwrap_or_default().to_owned();
     let rest: Vec<&str> = lines.collect();
     assert_eq!(rest.join("\n") + "\n", format!("{ca}read-only\n"));
-    let who = Command::new("kubectl")
-        .env("KUBECONFIG", "/dev/null")
-        .args([
-            "--server",
-            &c.url,
-            "--certificate-authority",
-            &c.path("ca.crt"),
-            "--token",
-            &token,
-            "auth",
-            "whoami",
-        ])
-        .output()
-        .unwrap();
-    let who = ok(who);
+    let who = ok(c.kubectl_token(&token, &["auth", "whoami"]));
     assert!(
         who.contains("system:serviceaccount:default:default"),
         "{who}"
@@ -631,37 +614,9 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     drop(kubelet);
 }
 
-/// Stops and removes every sandbox, so no shim outlives the test.
-pub(crate) async fn clean(socket: &Path) {
-    if let Ok(mut cri) = Cri::connect(socket).await {
-        for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
-            let _ = cri.stop_pod_sandbox(&s.id).await;
-            let _ = cri.remove_pod_sandbox(&s.id).await;
-        }
-    }
-}
-
 #[test]
 fn kubelet_runs_pods_on_real_containerd() {
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "openssl",
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !Path::new(cni::DEBIAN_PLUGIN_DIR).join("bridge").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::containerd_prerequisites(&["kubectl", "openssl"]) {
         return;
     }
     let keys = tempfile::tempdir().unwrap();
@@ -670,28 +625,10 @@ fn kubelet_runs_pods_on_real_containerd() {
     let Some(cluster) = Cluster::start(Backend::KlabStore, &flags) else {
         return;
     };
-    let _one = crate::containerd_host();
     let dir: PathBuf = cluster.dir.path().to_path_buf();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
-    images::preload(&containerd.config.socket(), &dir).unwrap();
-    let socket = containerd.config.socket();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&cluster, &dir.join("kubelet"), &socket)
-    }));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(clean(&socket));
-    drop(containerd);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    crate::with_containerd(&dir, POD_CIDR, |socket| {
+        scenario(&cluster, &dir.join("kubelet"), socket)
+    });
 }
 
 #[test]

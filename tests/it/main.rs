@@ -58,6 +58,78 @@ pub struct ContainerdHost {
     _file: std::fs::File,
 }
 
+/// Whether this host can run pods on containerd (`false`: skip): containerd, runc, ctr,
+/// busybox and iptables, the programs in `also`, and the CNI plugins. Under CI anything
+/// missing fails the test, as [`require`] does.
+pub fn containerd_prerequisites(also: &[&str]) -> bool {
+    let programs = ["containerd", "runc", "ctr", "busybox", "iptables"];
+    programs
+        .iter()
+        .chain(also)
+        .all(|program| require(program).is_some())
+        && cni_plugins()
+}
+
+/// Whether the CNI plugins are installed; under CI their absence fails the test.
+fn cni_plugins() -> bool {
+    if Path::new(klab::runtime::cni::DEBIAN_PLUGIN_DIR)
+        .join("bridge")
+        .exists()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CNI plugins missing: .ci/run installs them"
+    );
+    eprintln!("skipping: containernetworking-plugins not installed");
+    false
+}
+
+/// Runs `scenario` with a containerd of its own in `dir` (the host's, see
+/// [`containerd_host`]): a bridge network for `pod_cidr`, the local images preloaded. Then it
+/// removes every sandbox and stops containerd, also when the scenario panics, and passes the
+/// panic on.
+pub fn with_containerd(dir: &Path, pod_cidr: &str, scenario: impl FnOnce(&Path)) {
+    let _one = containerd_host();
+    let containerd = start_containerd(dir, pod_cidr);
+    klab::runtime::images::preload(&containerd.config.socket(), dir).unwrap();
+    let socket = containerd.config.socket();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&socket)));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(clean(&socket));
+    drop(containerd);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Starts a containerd in `dir/containerd` with a bridge network for `pod_cidr` (its conflist
+/// in `dir/cni`). The caller holds [`containerd_host`].
+pub fn start_containerd(dir: &Path, pod_cidr: &str) -> klab::runtime::containerd::Containerd {
+    use klab::runtime::containerd::{Config, Containerd};
+    use klab::runtime::{cni, images};
+    let cni_conf = dir.join("cni");
+    cni::write_conflist(&cni_conf, pod_cidr).unwrap();
+    Containerd::start(Config {
+        dir: dir.join("containerd"),
+        sandbox_image: images::PAUSE.into(),
+        cni_conf_dir: cni_conf,
+        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
+    })
+    .unwrap()
+}
+
+/// Stops and removes every sandbox, so no shim outlives the test.
+async fn clean(socket: &Path) {
+    if let Ok(mut cri) = klab::runtime::cri::Cri::connect(socket).await {
+        for s in cri.list_pod_sandboxes().await.unwrap_or_default() {
+            let _ = cri.stop_pod_sandbox(&s.id).await;
+            let _ = cri.remove_pod_sandbox(&s.id).await;
+        }
+    }
+}
+
 /// The fixed "now" of every snapshot: a week into the fixtures' validity.
 pub fn now() -> OffsetDateTime {
     time::macros::datetime!(2026-12-01 00:00:00 UTC)
@@ -120,6 +192,27 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// The klab binary under test.

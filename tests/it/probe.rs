@@ -138,6 +138,24 @@ fn probe_explains_a_healthy_api_server_and_each_failure() {
         "the chain is shown even so"
     );
 
+    // The same wrong CA with --insecure-skip-tls-verify: any server certificate is accepted
+    // (pki::AnyServer), the handshake's signatures still checked, and the report says so.
+    let (report, text, _) = run(
+        &ProbeArgs {
+            insecure_skip_tls_verify: true,
+            ..wrong_ca
+        },
+        &kc,
+    );
+    let tls = report.tls.as_ref().unwrap();
+    assert!(tls.insecure_skip_verify && !tls.chain.is_empty(), "{text}");
+    assert_eq!(
+        report.problems,
+        ["insecure-skip-tls-verify is set: nothing proves this server is the one you meant"],
+        "{text}"
+    );
+    assert_eq!(report.identity.as_ref().unwrap().user, "admin", "{text}");
+
     // A name the certificate does not carry.
     let (report, text, _) = run(
         &ProbeArgs {

@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use klab::proxy::rules::{self, Config, JUMPS};
 use serde_json::json;
 
-use crate::snap;
+use crate::{http_get, snap};
 
 pub fn service(name: &str, ip: &str, extra: serde_json::Value) -> Service {
     let mut spec = json!({
@@ -340,27 +340,6 @@ endpoints:
 - addresses: [ENDPOINT]
   conditions: {ready: true}
 ";
-
-/// GET `path` on 127.0.0.1:`port` over plain HTTP/1.0: the status code and body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
-use klab::runtime::containerd::{Config, Containerd};
 use klab::runtime::cri::Cri;
-use klab::runtime::{cni, images};
+use klab::runtime::images;
 
-use crate::{klab, require, scratch};
+use crate::{klab, scratch};
 
 const POD_CIDR: &str = "10.88.77.0/24";
 
@@ -208,36 +207,12 @@ async fn clean(cri: &mut Cri) {
 
 #[test]
 fn a_pod_runs_on_real_containerd() {
-    for (program, _) in [
-        ("containerd", ""),
-        ("runc", ""),
-        ("ctr", ""),
-        ("busybox", ""),
-        ("iptables", ""),
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !Path::new(cni::DEBIAN_PLUGIN_DIR).join("bridge").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::containerd_prerequisites(&[]) {
         return;
     }
     let _one = crate::containerd_host();
     let dir: PathBuf = std::fs::canonicalize(scratch("runtime")).unwrap();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
+    let containerd = crate::start_containerd(&dir, POD_CIDR);
     let imported = images::preload(&containerd.config.socket(), &dir).unwrap();
     assert!(imported.contains(&images::PAUSE));
 

@@ -10,16 +10,22 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use klab::runtime::containerd::{Config, Containerd};
-use klab::runtime::{cni, images};
-
 use crate::apiserver::harness::{Backend, Cluster, require, text};
 use serde_json::Value;
 
 use crate::kubelet::{
-    NODE, POD_CIDR, apply, clean, container, kubectl, node_ready, start_kubelet, status_of,
-    wait_for,
+    NODE, POD_CIDR, apply, container, kubectl, node_ready, start_kubelet, status_of, wait_for,
 };
+
+/// Asserts what a command printed on stdout, showing all it printed when that differs.
+fn assert_stdout(out: &Output, expected: &str) {
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "{}",
+        text(out)
+    );
+}
 
 const TALK: &str = r#"apiVersion: v1
 kind: Pod
@@ -410,12 +416,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     // Exec over WebSocket (kubectl 1.32): without stdin, with stdin, an exit code.
     let shown = "kubectl exec talk -c c -- cat /etc/hostname";
     let out = k(&["exec", "talk", "-c", "c", "--", "cat", "/etc/hostname"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "talk\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "talk\n");
     transcript(&mut t, shown, &out);
     let out = kubectl_in(
         c,
@@ -423,12 +424,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
         &["exec", "-i", "talk", "-c", "c", "--", "cat"],
         b"hi\n",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hi\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "hi\n");
     transcript(&mut t, "echo hi | kubectl exec -i talk -c c -- cat", &out);
     let out = kubectl_in(
         c,
@@ -528,24 +524,14 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
             Path::new(&old),
             &["exec", "talk", "-c", "side", "--", "cat", "/etc/hostname"],
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "talk\n",
-            "{}",
-            text(&out)
-        );
+        assert_stdout(&out, "talk\n");
         let out = kubectl_in(
             c,
             &old,
             &["exec", "-i", "talk", "-c", "side", "--", "cat"],
             b"spdy\n",
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "spdy\n",
-            "{}",
-            text(&out)
-        );
+        assert_stdout(&out, "spdy\n");
         let out = c.kubectl_with(
             Path::new(&old),
             &["exec", "talk", "-c", "side", "--", "sh", "-c", "exit 4"],
@@ -606,12 +592,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
     let _ = pf.kill();
     let _ = pf.wait();
     drop(pf_out);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "web\n",
-        "{}",
-        text(&out)
-    );
+    assert_stdout(&out, "web\n");
 
     // --previous: the log of the container before its restart.
     wait_for("again restarted and Running", 90, &log, || {
@@ -684,25 +665,7 @@ fn scenario(c: &Cluster, root: &Path, socket: &Path) {
 
 #[test]
 fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
-    for program in [
-        "containerd",
-        "runc",
-        "ctr",
-        "busybox",
-        "iptables",
-        "kubectl",
-        "curl",
-    ] {
-        if require(program).is_none() {
-            return;
-        }
-    }
-    if !Path::new(cni::DEBIAN_PLUGIN_DIR).join("bridge").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CNI plugins missing: .ci/run installs them"
-        );
-        eprintln!("skipping: containernetworking-plugins not installed");
+    if !crate::containerd_prerequisites(&["kubectl", "curl"]) {
         return;
     }
     let Some(cluster) = Cluster::start(
@@ -720,26 +683,8 @@ fn kubectl_logs_and_exec_through_apiserver_and_kubelet_on_containerd() {
     ) else {
         return;
     };
-    let _one = crate::containerd_host();
     let dir: PathBuf = cluster.dir.path().to_path_buf();
-    let cni_conf = dir.join("cni");
-    cni::write_conflist(&cni_conf, POD_CIDR).unwrap();
-    let containerd = Containerd::start(Config {
-        dir: dir.join("containerd"),
-        sandbox_image: images::PAUSE.into(),
-        cni_conf_dir: cni_conf,
-        cni_bin_dir: cni::DEBIAN_PLUGIN_DIR.into(),
-    })
-    .unwrap();
-    images::preload(&containerd.config.socket(), &dir).unwrap();
-    let socket = containerd.config.socket();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&cluster, &dir.join("kubelet"), &socket)
-    }));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(clean(&socket));
-    drop(containerd);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e);
-    }
+    crate::with_containerd(&dir, POD_CIDR, |socket| {
+        scenario(&cluster, &dir.join("kubelet"), socket)
+    });
 }

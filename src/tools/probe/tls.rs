@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::Error;
+use crate::pki::AnyServer;
 
 /// What the client brings to the handshake.
 pub struct ClientSide {
@@ -35,11 +36,11 @@ pub struct Seen {
     pub verify_error: Option<rustls::Error>,
 }
 
-/// Wraps the standard WebPKI verifier to remember the chain and the verdict.
+/// Wraps the real verifier (WebPKI against the CA, or `pki::AnyServer` with
+/// `--insecure-skip-tls-verify`) to remember the chain and the verdict.
 #[derive(Debug)]
 struct Recording {
-    inner: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: Arc<dyn ServerCertVerifier>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -52,10 +53,9 @@ impl ServerCertVerifier for Recording {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = match &self.inner {
-            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Ok(ServerCertVerified::assertion()),
-        };
+        let result =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.chain = std::iter::once(end_entity)
             .chain(intermediates)
@@ -71,12 +71,7 @@ impl ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -85,18 +80,11 @@ impl ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -138,8 +126,8 @@ async fn handshake(
     seen: Arc<Mutex<Seen>>,
 ) -> Result<Connected, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = match (&client.ca_pem, client.insecure) {
-        (_, true) => None,
+    let inner: Arc<dyn ServerCertVerifier> = match (&client.ca_pem, client.insecure) {
+        (_, true) => Arc::new(AnyServer::new(provider.clone())),
         (Some(pem), false) => {
             let mut roots = RootCertStore::empty();
             for cert in pem_certs(pem)? {
@@ -147,10 +135,9 @@ async fn handshake(
                     .add(cert)
                     .map_err(|e| Error::Credentials(format!("the CA certificate: {e}")))?;
             }
-            let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| Error::Credentials(format!("the CA certificate: {e}")))?;
-            Some(v)
+                .map_err(|e| Error::Credentials(format!("the CA certificate: {e}")))?
         }
         (None, false) => {
             return Err(Error::Credentials(
@@ -159,11 +146,7 @@ async fn handshake(
             ));
         }
     };
-    let verifier = Arc::new(Recording {
-        inner,
-        provider: provider.clone(),
-        seen,
-    });
+    let verifier = Arc::new(Recording { inner, seen });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Credentials(e.to_string()))?

@@ -237,6 +237,24 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Runs kubectl against this cluster with a bearer token as its only credential (no
+    /// kubeconfig).
+    pub fn kubectl_token(&self, token: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .args([
+                "--server",
+                &self.url,
+                "--certificate-authority",
+                &self.path("ca.crt"),
+                "--token",
+                token,
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// curl as `user` (a client certificate name, or `None` for no credentials), returning
     /// the status code and body.
     pub fn curl(

@@ -810,22 +810,7 @@ fn tokens_anonymous_and_insecure_port() {
         return;
     };
     // A static token from --token-auth-file.
-    let out = Command::new("kubectl")
-        .args([
-            "--server",
-            &c.url,
-            "--certificate-authority",
-            &c.path("ca.crt"),
-            "--token",
-            "s3cret",
-            "auth",
-            "whoami",
-            "-o",
-            "json",
-        ])
-        .env("KUBECONFIG", "/dev/null")
-        .output()
-        .unwrap();
+    let out = c.kubectl_token("s3cret", &["auth", "whoami", "-o", "json"]);
     let who: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert_eq!(who["status"]["userInfo"]["username"], "tina");
@@ -1078,21 +1063,7 @@ fn service_account_tokens() {
         .trim()
         .to_owned();
     assert_eq!(token.split('.').count(), 3);
-    let as_robot = |args: &[&str]| {
-        Command::new("kubectl")
-            .env("KUBECONFIG", "/dev/null")
-            .args([
-                "--server",
-                &c.url,
-                "--certificate-authority",
-                &c.path("ca.crt"),
-                "--token",
-                &token,
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_robot = |args: &[&str]| c.kubectl_token(&token, args);
     let who = ok(as_robot(&["auth", "whoami"]));
     assert!(
         who.contains("system:serviceaccount:default:robot")
