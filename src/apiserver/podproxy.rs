@@ -32,6 +32,9 @@ use crate::api::resources;
 use crate::pki::AnyServer;
 use crate::stream::proxy;
 
+/// A connection to a backend, plain TCP or TLS over it.
+trait Backend: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Backend for T {}
 /// Where a proxied request goes: `http` or `https`, and `host:port`.
 #[derive(Debug, Clone, PartialEq)]
 struct Location {
@@ -296,7 +299,7 @@ pub(super) async fn serve(ctx: &Ctx) -> Result<Resp, ApiError> {
     let tcp = dial_tcp(backend).await.map_err(unreachable)?;
     let upgrade = ctx.upgrade.lock().ok().and_then(|mut u| u.take());
     let method = ctx.method.clone();
-    let sent = if location.https {
+    let io: Box<dyn Backend> = if location.https {
         let host = backend
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']))
@@ -308,28 +311,20 @@ pub(super) async fn serve(ctx: &Ctx) -> Result<Resp, ApiError> {
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable(format!("tls handshake with {backend}: {e}")))?;
-        proxy::forward(
-            tls,
-            &location.host,
-            method,
-            &path,
-            &ctx.headers,
-            ctx.body.clone(),
-            upgrade,
-        )
-        .await
+        Box::new(tls)
     } else {
-        proxy::forward(
-            tcp,
-            &location.host,
-            method,
-            &path,
-            &ctx.headers,
-            ctx.body.clone(),
-            upgrade,
-        )
-        .await
+        Box::new(tcp)
     };
+    let sent = proxy::forward(
+        io,
+        &location.host,
+        method,
+        &path,
+        &ctx.headers,
+        ctx.body.clone(),
+        upgrade,
+    )
+    .await;
     sent.map_err(|e| unreachable(crate::kubelet::chain(&e)))
 }
 

@@ -25,6 +25,25 @@ fn events(p: &Plane, reason: &str) -> Vec<Event> {
         .unwrap_or_default()
 }
 
+/// Waits up to `secs` for a FailedScheduling event with exactly `want` as its message; fails
+/// with the messages seen and the scheduler's log.
+fn assert_failed_scheduling(p: &Plane, secs: u64, want: &str) {
+    let messages = || -> Vec<Option<String>> {
+        events(p, "FailedScheduling")
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    };
+    assert!(
+        eventually(secs, || messages()
+            .iter()
+            .any(|m| m.as_deref() == Some(want))),
+        "no FailedScheduling event with the upstream message {want:?}; events: {:?}\nlog: {}",
+        messages(),
+        p.log("scheduler", "a")
+    );
+}
+
 fn get(p: &Plane, name: &str) -> Option<Pod> {
     let api: Api<Pod> = Api::namespaced(p.client.clone(), "default");
     p.rt.block_on(api.get_opt(name)).ok().flatten()
@@ -50,17 +69,7 @@ fn a_pod_too_big_stays_pending_with_upstreams_message_until_a_node_fits() {
     let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
 preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
 2 No preemption victims found for incoming pod.";
-    assert!(
-        eventually(20, || events(&p, "FailedScheduling")
-            .iter()
-            .any(|e| e.message.as_deref() == Some(want))),
-        "no FailedScheduling event with the upstream message; events: {:?}\nlog: {}",
-        events(&p, "FailedScheduling")
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>(),
-        p.log("scheduler", "a")
-    );
+    assert_failed_scheduling(&p, 20, want);
     let big = get(&p, "big").unwrap();
     assert_eq!(node_of(&big), None);
     let cond = big.status.unwrap().conditions.unwrap_or_default();
@@ -123,16 +132,7 @@ fn taints_keep_pods_away_unless_tolerated() {
     );
     let want = "0/2 nodes are available: 1 node(s) had untolerated taint {maintenance: }, 1 node(s) had untolerated taint {team: blue}. \
 preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.";
-    assert!(
-        eventually(20, || events(&p, "FailedScheduling")
-            .iter()
-            .any(|e| e.message.as_deref() == Some(want))),
-        "{:?}",
-        events(&p, "FailedScheduling")
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>()
-    );
+    assert_failed_scheduling(&p, 20, want);
     assert_eq!(get(&p, "plain").and_then(|x| node_of(&x)), None);
 }
 
@@ -283,17 +283,7 @@ fn topology_spread_places_six_pods_two_per_node_and_keeps_a_seventh_pending() {
 2 node(s) didn't match pod topology spread constraints. \
 preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
 2 No preemption victims found for incoming pod.";
-    assert!(
-        eventually(20, || events(&p, "FailedScheduling")
-            .iter()
-            .any(|e| e.message.as_deref() == Some(want))),
-        "{:?}\n{}",
-        events(&p, "FailedScheduling")
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>(),
-        p.log("scheduler", "a")
-    );
+    assert_failed_scheduling(&p, 20, want);
     assert_eq!(get(&p, "extra").and_then(|x| node_of(&x)), None);
 }
 
@@ -744,17 +734,7 @@ fn required_anti_affinity_spreads_a_deployment_over_nodes_and_keeps_a_fourth_rep
     ok(k(&["scale", "deployment", "web", "--replicas=4"]));
     let want = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
 preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
-    assert!(
-        eventually(60, || events(&p, "FailedScheduling")
-            .iter()
-            .any(|e| e.message.as_deref() == Some(want))),
-        "{:?}\n{}",
-        events(&p, "FailedScheduling")
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>(),
-        p.log("scheduler", "a")
-    );
+    assert_failed_scheduling(&p, 60, want);
     let pending: Vec<String> = placement(&p)
         .into_iter()
         .filter(|(_, n)| n.is_none())
